@@ -1,0 +1,267 @@
+"""``python -m txpipe run``: streaming from Pub/Sub (the default, as in production) or a replay
+of files, into BigQuery, DuckDB or JSON Lines. Flags the CLI does not know go to Beam
+(``--runner``, ``--direct_num_workers`` ...); a flag Beam does not know either is an error.
+
+Every input or set-up mistake ends as one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+log = logging.getLogger("txpipe.run")
+
+SOURCES = ("pubsub", "file")
+SINKS = ("bigquery", "duckdb", "jsonl")
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message; we want one line
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m txpipe run", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    io = p.add_argument_group("input and output")
+    io.add_argument("--source", choices=SOURCES, default="pubsub",
+                    help="pubsub: stream from PUBSUB_SUBSCRIPTION_ID (default); file: replay --input")
+    io.add_argument("--input", help="file source: path or glob of files, one message per line")
+    io.add_argument("--subscription", help="pubsub source: projects/P/subscriptions/S "
+                    "(default from PROJECT_ID / PUBSUB_SUBSCRIPTION_ID)")
+    io.add_argument("--sink", choices=SINKS, default="bigquery",
+                    help="bigquery (default; BIGQUERY_DATASET_ID.BIGQUERY_TABLE_ID), duckdb, jsonl")
+    io.add_argument("--output", help="jsonl: file name prefix; duckdb: database file "
+                    "(default WAREHOUSE_PATH)")
+    io.add_argument("--dead-letter-output", help="jsonl: prefix of the dead-letter files "
+                    "(default OUTPUT-dead-letters)")
+    io.add_argument("--dead-letter-topic", help="also publish dead letters to this Pub/Sub topic "
+                    "(projects/P/topics/T; streaming only)")
+    io.add_argument("--breakdown", metavar="FIELD",
+                    help="also aggregate per value of FIELD (e.g. category, country)")
+
+    w = p.add_argument_group("windowing (override the environment)")
+    w.add_argument("--window-type", choices=["fixed", "sliding", "session"])
+    w.add_argument("--window-size", type=int, metavar="SECONDS", dest="window_size_seconds")
+    w.add_argument("--window-period", type=int, metavar="SECONDS", dest="window_period_seconds")
+    w.add_argument("--session-gap", type=int, metavar="SECONDS", dest="session_gap_seconds")
+    w.add_argument("--allowed-lateness", type=int, metavar="SECONDS",
+                   dest="allowed_lateness_seconds")
+    w.add_argument("--early-firing", type=int, metavar="SECONDS", dest="early_firing_seconds",
+                   help="emit EARLY panes this often before the window closes (0 = none)")
+    w.add_argument("--late-firings", action=argparse.BooleanOptionalAction, default=None)
+    w.add_argument("--accumulation", choices=["accumulating", "discarding"])
+    w.add_argument("--dedupe-horizon", type=int, metavar="SECONDS", dest="dedupe_horizon_seconds")
+
+    g = p.add_argument_group("project")
+    g.add_argument("--project", dest="project_id")
+    g.add_argument("--region")
+    g.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    return p
+
+
+SETTING_FLAGS = (
+    "window_type", "window_size_seconds", "window_period_seconds", "session_gap_seconds",
+    "allowed_lateness_seconds", "early_firing_seconds", "late_firings", "accumulation",
+    "dedupe_horizon_seconds", "project_id", "region", "log_level",
+)
+
+
+@dataclass
+class RunPlan:
+    """What a ``run`` invocation resolved to, validated before any pipeline is built."""
+
+    settings: object
+    source: object
+    sink: object
+    beam_args: list
+    streaming: bool
+    breakdown: str | None
+    dead_letter_topic: str | None
+
+
+def _writable_prefix(prefix: str, what: str) -> None:
+    directory = os.path.dirname(os.path.abspath(prefix))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{what} {prefix!r} is not writable: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {prefix!r} is not writable: no write permission on {directory}")
+    if os.path.isdir(prefix):
+        raise UsageError(f"{what} {prefix!r} is a directory; give a file name prefix")
+
+
+def _check_beam_args(beam_args: list[str]) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = PipelineOptions(beam_args)
+    quiet = logging.getLogger("apache_beam.options.pipeline_options")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # Beam would warn and go on; we refuse in one line instead
+    try:
+        known = options.get_all_options()
+        everything = options.get_all_options(retain_unknown_options=True)
+    finally:
+        quiet.setLevel(level)
+    unknown = sorted(set(everything) - set(known))
+    if unknown:
+        raise UsageError(f"unrecognized arguments: --{unknown[0]}")
+    positional = [a for a in beam_args if not a.startswith("-")]
+    if positional and not any(a.startswith("--") for a in beam_args):
+        raise UsageError(f"unrecognized arguments: {' '.join(beam_args)}")
+
+
+def plan(argv: list[str]) -> RunPlan:
+    from txpipe.config import ConfigError, load_settings
+
+    args, beam_args = build_parser().parse_known_args(argv)
+    overrides = {name: getattr(args, name) for name in SETTING_FLAGS}
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    _check_beam_args(beam_args)
+
+    from txpipe.aggregate import AggregateByDimension
+
+    if args.breakdown:
+        try:
+            AggregateByDimension(args.breakdown)
+        except ValueError as exc:
+            raise UsageError(f"--breakdown: {exc}") from None
+
+    from txpipe.sources import FileSource, PubSubSource
+
+    if args.source == "file":
+        if not args.input:
+            raise UsageError("--source file needs --input PATH_OR_GLOB")
+        if "://" not in args.input and not glob.glob(os.path.expanduser(args.input)):
+            raise UsageError(f"--input {args.input!r} matches no file")
+        source = FileSource(os.path.expanduser(args.input))
+        streaming = "--streaming" in beam_args
+    else:
+        if args.input:
+            raise UsageError("--input is for --source file")
+        source = PubSubSource(args.subscription or settings.subscription_path)
+        streaming = True
+    if args.dead_letter_topic and not streaming:
+        raise UsageError("--dead-letter-topic needs a streaming run (--source pubsub)")
+
+    from txpipe.sinks import BigQuerySink, DuckDBSink, JsonlSink
+
+    if args.sink == "jsonl":
+        if not args.output:
+            raise UsageError("--sink jsonl needs --output PREFIX")
+        dead = args.dead_letter_output or f"{args.output}-dead-letters"
+        _writable_prefix(args.output, "--output")
+        _writable_prefix(dead, "--dead-letter-output")
+        sink = JsonlSink(args.output, dead, f"{args.output}-by-{args.breakdown}"
+                         if args.breakdown else None, streaming=streaming)
+    elif args.sink == "duckdb":
+        path = args.output or settings.warehouse_path
+        _writable_prefix(path, "--output")
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            raise UsageError(f"--output {path!r} is not writable")
+        sink = DuckDBSink(path, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
+    else:
+        if args.output or args.dead_letter_output:
+            raise UsageError("--sink bigquery takes its tables from BIGQUERY_DATASET_ID / "
+                             "BIGQUERY_TABLE_ID, not --output")
+        sink = BigQuerySink.from_settings(settings)
+    return RunPlan(settings, source, sink, beam_args, streaming, args.breakdown,
+                   args.dead_letter_topic)
+
+
+def pipeline_options(run: RunPlan):
+    from apache_beam.options.pipeline_options import (
+        GoogleCloudOptions,
+        PipelineOptions,
+        SetupOptions,
+        StandardOptions,
+    )
+
+    options = PipelineOptions(run.beam_args)
+    standard = options.view_as(StandardOptions)
+    standard.streaming = run.streaming
+    standard.runner = standard.runner or "DirectRunner"
+    gcp = options.view_as(GoogleCloudOptions)
+    gcp.project = gcp.project or run.settings.project_id
+    gcp.region = gcp.region or run.settings.region
+    # Module-level state (imports, the settings) must reach remote workers.
+    options.view_as(SetupOptions).save_main_session = False
+    return options
+
+
+def execute(run: RunPlan):
+    """Build and run the pipeline; returns the finished PipelineResult."""
+    import apache_beam as beam
+
+    from txpipe.pipeline import build_pipeline
+
+    pipeline = beam.Pipeline(options=pipeline_options(run))
+    build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
+                   dead_letter_topic=run.dead_letter_topic)
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        log.warning("interrupted: cancelling the pipeline")
+        result.cancel()
+        raise
+    return result
+
+
+def summary(counters: dict[str, int]) -> str:
+    from txpipe import metrics
+    from txpipe.contract import Reason
+
+    parts = [f"read={counters.get(metrics.READ, 0)}",
+             f"valid={counters.get(metrics.VALID, 0)}",
+             f"unique={counters.get(metrics.UNIQUE, 0)}",
+             f"duplicates_dropped={counters.get(metrics.DUPLICATES_DROPPED, 0)}",
+             f"dead_lettered={counters.get(metrics.DEAD_LETTERED, 0)}"]
+    parts += [f"{r.value}={counters[metrics.dead_letter_counter(r)]}" for r in Reason
+              if counters.get(metrics.dead_letter_counter(r))]
+    parts.append(f"panes={counters.get(metrics.PANES, 0)}")
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        build_parser().print_help()
+        return 0
+    try:
+        run = plan(argv)
+    except UsageError as exc:
+        print(f"txpipe run: error: {exc}", file=sys.stderr)
+        return 2
+    from txpipe import logs
+    from txpipe.metrics import read_counters
+    from txpipe.windowing import WindowSpec
+
+    logs.configure(run.settings.log_level.value)
+    log.info("starting: %s from %s into %s", WindowSpec.from_settings(run.settings).describe(),
+             type(run.source).__name__, type(run.sink).__name__)
+    try:
+        result = execute(run)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a failed job: say why in one line; the log has the details
+        log.debug("pipeline failed", exc_info=True)
+        print(f"txpipe run: pipeline failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+              if str(exc) else f"txpipe run: pipeline failed: {type(exc).__name__}",
+              file=sys.stderr)
+        return 1
+    print(summary(read_counters(result)))
+    return 0

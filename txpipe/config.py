@@ -1,0 +1,142 @@
+"""Settings from the environment and an optional ``.env``, typed and validated at start.
+
+The names and defaults are the seed system's, so its ``.env`` files keep working. Command-line
+flags override the environment by passing keyword overrides to :func:`load_settings`.
+``python -m txpipe.config`` prints what was loaded and ``configuration OK`` (exit 2 otherwise).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WindowType(str, Enum):
+    FIXED = "fixed"
+    SLIDING = "sliding"
+    SESSION = "session"
+
+
+class Accumulation(str, Enum):
+    ACCUMULATING = "accumulating"
+    DISCARDING = "discarding"
+
+
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+_ID = r"^[A-Za-z][A-Za-z0-9_.~+%-]{0,254}$"
+
+
+class Settings(BaseSettings):
+    """Everything the pipeline, the simulator and the local stack are configured with."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True,
+        case_sensitive=False, use_enum_values=False,
+    )
+
+    project_id: str = Field("txpipe-local", pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
+                            description="Google Cloud project (any valid id for the emulators)")
+    region: str = Field("us-central1", pattern=r"^[a-z]+-[a-z]+[0-9]$")
+    pubsub_topic_id: str = Field("transactions", pattern=_ID)
+    pubsub_subscription_id: str = Field("transactions-sub", pattern=_ID)
+    pubsub_dead_letter_topic_id: str = Field("transactions-dead-letters", pattern=_ID)
+    bigquery_dataset_id: str = Field("streaming_data_warehouse_v2", pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    bigquery_table_id: str = Field("hourly_sales_aggregation", pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    bigquery_dead_letter_table_id: str = Field("dead_letters", pattern=r"^[A-Za-z0-9_]{1,1024}$")
+
+    window_type: WindowType = WindowType.FIXED
+    window_size_seconds: int = Field(30, gt=0, le=86_400)
+    window_period_seconds: int | None = Field(
+        None, gt=0, description="sliding windows: how often a window starts (default: size / 2)")
+    session_gap_seconds: int = Field(60, gt=0)
+    allowed_lateness_seconds: int = Field(30, ge=0, le=7 * 86_400)
+    early_firing_seconds: int = Field(
+        0, ge=0, description="emit EARLY panes this often (processing time); 0 = none")
+    late_firings: bool = True
+    accumulation: Accumulation = Accumulation.ACCUMULATING
+    dedupe_horizon_seconds: int = Field(600, gt=0)
+
+    log_level: LogLevel = LogLevel.INFO
+    publisher_interval: float = Field(0.5, ge=0, description="seconds between messages; 0 = flat out")
+    publisher_max_messages: int = Field(0, ge=0, description="0 = endless")
+    warehouse_path: str = ".local/warehouse.duckdb"
+
+    @model_validator(mode="after")
+    def _sliding_period_fits(self) -> Settings:
+        period = self.window_period_seconds
+        if period is not None and period > self.window_size_seconds:
+            raise ValueError(
+                f"window_period_seconds ({period}) must not exceed window_size_seconds "
+                f"({self.window_size_seconds})")
+        return self
+
+    @property
+    def topic_path(self) -> str:
+        return f"projects/{self.project_id}/topics/{self.pubsub_topic_id}"
+
+    @property
+    def subscription_path(self) -> str:
+        return f"projects/{self.project_id}/subscriptions/{self.pubsub_subscription_id}"
+
+    @property
+    def dead_letter_topic_path(self) -> str:
+        return f"projects/{self.project_id}/topics/{self.pubsub_dead_letter_topic_id}"
+
+    @property
+    def bigquery_table(self) -> str:
+        return f"{self.project_id}:{self.bigquery_dataset_id}.{self.bigquery_table_id}"
+
+    @property
+    def bigquery_dead_letter_table(self) -> str:
+        return f"{self.project_id}:{self.bigquery_dataset_id}.{self.bigquery_dead_letter_table_id}"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message is one line naming the variable."""
+
+
+def describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = first.get("loc") or ()
+    name = str(loc[0]).upper() if loc else "configuration"
+    got = first.get("input")
+    got_text = "" if loc == () or isinstance(got, dict) else f" (got {got!r})"
+    message = first.get("msg", "invalid").removeprefix("Value error, ")
+    more = f" (+{len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    return f"{name}: {message}{got_text}{more}"
+
+
+def load_settings(env_file: str | None = ".env", **overrides: Any) -> Settings:
+    """Environment and ``.env`` first, then ``overrides`` (command-line flags) on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(_env_file=env_file, **clean)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    for name, value in settings.model_dump(mode="json").items():
+        print(f"{name.upper()}={'' if value is None else value}")
+    print("configuration OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The pipeline graph, defined once: the CLI, the demo, the notebooks and Dataflow all build it
+here. Transform names are stable — Dataflow's ``--update`` maps running state by them.
+
+    Read -> TransactionStats[Parse -> Dedupe -> Window -> Aggregate (-> AggregateBy<dim>)]
+         -> WriteWindows, WriteDeadLetters (, WriteDimensionStats, PublishDeadLetters)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+
+from txpipe.aggregate import AggregateByDimension, AggregateWindows
+from txpipe.config import Settings
+from txpipe.dedupe import DropDuplicates
+from txpipe.parse import DEAD_LETTERS, VALID, ParseTransactions
+from txpipe.windowing import WindowSpec, WindowTransactions
+
+
+@dataclass
+class StatsResult:
+    """The PCollections a TransactionStats application produces."""
+
+    windows: Any
+    dead_letters: Any
+    transactions: Any
+    by_dimension: Any = None
+
+
+class TransactionStats(beam.PTransform):
+    """Raw messages -> window rows, dead letters (and optional per-dimension rows)."""
+
+    def __init__(self, spec: WindowSpec, dedupe_horizon_seconds: int = 600,
+                 breakdown: str | None = None):
+        super().__init__()
+        self.spec = spec
+        self.dedupe_horizon_seconds = dedupe_horizon_seconds
+        self.breakdown = breakdown
+        if breakdown:  # fail at construction, not deep inside a running job
+            AggregateByDimension(breakdown)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, breakdown: str | None = None) -> TransactionStats:
+        return cls(WindowSpec.from_settings(settings), settings.dedupe_horizon_seconds, breakdown)
+
+    def expand(self, messages) -> StatsResult:
+        parsed = messages | "Parse" >> ParseTransactions()
+        windowed = (
+            parsed[VALID]
+            | "Dedupe" >> DropDuplicates(self.dedupe_horizon_seconds)
+            | "Window" >> WindowTransactions(self.spec)
+        )
+        rows = windowed | "Aggregate" >> AggregateWindows()
+        by_dim = None
+        if self.breakdown:
+            by_dim = windowed | f"AggregateBy{self.breakdown.title().replace('_', '')}" >> (
+                AggregateByDimension(self.breakdown))
+        return StatsResult(windows=rows, dead_letters=parsed[DEAD_LETTERS],
+                           transactions=windowed, by_dimension=by_dim)
+
+
+def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source, sink,
+                   breakdown: str | None = None,
+                   dead_letter_topic: str | None = None) -> StatsResult:
+    """Read from ``source``, compute the stats, write them to ``sink``; returns the PCollections."""
+    messages = pipeline | "Read" >> source.transform()
+    result = messages | "TransactionStats" >> TransactionStats.from_settings(settings, breakdown)
+    result.windows | "WriteWindows" >> sink.windows()
+    result.dead_letters | "WriteDeadLetters" >> sink.dead_letters()
+    if result.by_dimension is not None:
+        result.by_dimension | "WriteDimensionStats" >> sink.dimension_stats()
+    if dead_letter_topic:
+        (
+            result.dead_letters
+            | "DeadLettersToJson" >> beam.Map(_dead_letter_message)
+            | "PublishDeadLetters" >> beam.io.WriteToPubSub(dead_letter_topic)
+        )
+    return result
+
+
+def _dead_letter_message(row: dict) -> bytes:
+    from txpipe.schema import DEAD_LETTERS as TABLE
+
+    return TABLE.to_jsonl(row).encode()

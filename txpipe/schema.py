@@ -1,0 +1,176 @@
+"""The output rows, defined once: BigQuery schema, DuckDB DDL, Arrow and JSONL derive from here.
+
+Rows travel through the pipeline as plain dicts of Python values (``datetime`` in UTC,
+``Decimal`` money, ``int``, ``str``), which Interactive Beam turns into DataFrame columns;
+each sink converts them with the functions below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from txpipe import money
+from txpipe.contract import format_timestamp
+
+
+class Kind(str, Enum):
+    TIMESTAMP = "TIMESTAMP"
+    INTEGER = "INT64"
+    MONEY = "NUMERIC"
+    STRING = "STRING"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: Kind
+    required: bool
+    description: str
+
+    @property
+    def duckdb_type(self) -> str:
+        return {
+            Kind.TIMESTAMP: "TIMESTAMPTZ",
+            Kind.INTEGER: "BIGINT",
+            Kind.MONEY: f"DECIMAL(38, {money.SCALE})",
+            Kind.STRING: "VARCHAR",
+        }[self.kind]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table's columns, partitioning and the key that makes writes idempotent."""
+
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+    partition_column: str | None = None
+    clustering: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def bigquery_schema(self) -> dict[str, Any]:
+        """The ``{"fields": [...]}`` form WriteToBigQuery and the REST API accept."""
+        return {"fields": [
+            {"name": c.name, "type": c.kind.value, "mode": "REQUIRED" if c.required else "NULLABLE",
+             "description": c.description}
+            for c in self.columns
+        ]}
+
+    def bigquery_table_options(self) -> dict[str, Any]:
+        """Partitioning and clustering, as ``additional_bq_parameters`` / tables.insert take."""
+        options: dict[str, Any] = {}
+        if self.partition_column:
+            options["timePartitioning"] = {"type": "DAY", "field": self.partition_column}
+        if self.clustering:
+            options["clustering"] = {"fields": list(self.clustering)}
+        return options
+
+    def duckdb_ddl(self, table: str) -> str:
+        cols = [
+            f'"{c.name}" {c.duckdb_type}{" NOT NULL" if c.required else ""}' for c in self.columns
+        ]
+        if self.key:
+            cols.append("PRIMARY KEY (" + ", ".join(f'"{k}"' for k in self.key) + ")")
+        return f'CREATE TABLE IF NOT EXISTS "{table}" (\n  ' + ",\n  ".join(cols) + "\n)"
+
+    def to_json_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """JSON-safe values: RFC 3339 UTC timestamps, money as exact decimal strings."""
+        out: dict[str, Any] = {}
+        for c in self.columns:
+            value = row.get(c.name)
+            if value is None:
+                out[c.name] = None
+            elif c.kind is Kind.TIMESTAMP:
+                out[c.name] = format_timestamp(value) if isinstance(value, datetime) else value
+            elif c.kind is Kind.MONEY:
+                out[c.name] = money.to_text(Decimal(value))
+            else:
+                out[c.name] = value
+        return out
+
+    def to_jsonl(self, row: dict[str, Any]) -> str:
+        return orjson.dumps(self.to_json_row(row)).decode()
+
+    def arrow_schema(self):
+        import pyarrow as pa
+
+        types = {
+            Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+            Kind.INTEGER: pa.int64(),
+            Kind.MONEY: pa.decimal128(38, money.SCALE),
+            Kind.STRING: pa.string(),
+        }
+        return pa.schema(
+            [pa.field(c.name, types[c.kind], nullable=not c.required) for c in self.columns]
+        )
+
+    def to_arrow(self, rows: list[dict[str, Any]]):
+        import pyarrow as pa
+
+        schema = self.arrow_schema()
+        columns = {}
+        for c in self.columns:
+            values = [r.get(c.name) for r in rows]
+            if c.kind is Kind.MONEY:
+                values = [None if v is None else Decimal(v).quantize(Decimal(1).scaleb(-money.SCALE))
+                          for v in values]
+            columns[c.name] = values
+        return pa.Table.from_pydict(columns, schema=schema)
+
+
+_PANE = (
+    Column("pane_timing", Kind.STRING, True, "EARLY, ON_TIME or LATE: when this pane fired"),
+    Column("pane_index", Kind.INTEGER, True, "0 for a window's first pane, then 1, 2, ..."),
+    Column("processed_at", Kind.TIMESTAMP, True, "when the pipeline emitted this pane (UTC)"),
+)
+_STATS = (
+    Column("total_transactions", Kind.INTEGER, True, "valid, unique transactions in the window"),
+    Column("total_amount_sum", Kind.MONEY, True, "exact sum of their amounts"),
+    Column("avg_transaction_amount", Kind.MONEY, False, "sum / count, rounded half-even to 9 places"),
+    Column("max_amount", Kind.MONEY, False, "largest amount"),
+    Column("min_amount", Kind.MONEY, False, "smallest amount"),
+)
+_WINDOW = (
+    Column("window_start_time", Kind.TIMESTAMP, True, "event-time window start (inclusive, UTC)"),
+    Column("window_end_time", Kind.TIMESTAMP, True, "event-time window end (exclusive, UTC)"),
+)
+
+#: One row per window pane. With accumulating panes a later pane replaces an earlier one;
+#: consumers read the highest pane_index of each window.
+WINDOW_STATS = Table(
+    columns=_WINDOW + _STATS + _PANE,
+    key=("window_start_time", "window_end_time", "pane_index"),
+    partition_column="window_start_time",
+    clustering=("window_start_time",),
+)
+
+#: The optional second output: the same statistics per value of one dimension (e.g. category).
+DIMENSION_STATS = Table(
+    columns=_WINDOW + (
+        Column("dimension", Kind.STRING, True, "the message field broken down, e.g. category"),
+        Column("dimension_value", Kind.STRING, True, "its value ('' when the field was absent)"),
+    ) + _STATS + _PANE,
+    key=("window_start_time", "window_end_time", "dimension", "dimension_value", "pane_index"),
+    partition_column="window_start_time",
+    clustering=("dimension", "dimension_value"),
+)
+
+DEAD_LETTERS = Table(
+    columns=(
+        Column("reason", Kind.STRING, True, "malformed_json, not_an_object, missing_field, "
+                                           "invalid_type, invalid_amount or invalid_timestamp"),
+        Column("message", Kind.STRING, True, "what is wrong, in words"),
+        Column("payload", Kind.STRING, True, "the raw message text, truncated to 64 KiB"),
+        Column("seen_at", Kind.TIMESTAMP, True, "when the pipeline rejected it (UTC)"),
+    ),
+    partition_column="seen_at",
+    clustering=("reason",),
+)

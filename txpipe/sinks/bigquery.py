@@ -1,0 +1,101 @@
+"""BigQuery, the production warehouse, through Beam's streaming-insert writer.
+
+Window rows carry insert ids derived from window and pane, so when a bundle is retried
+BigQuery's best-effort insert-id dedupe sees the same id and keeps one row. (Beam's own
+WriteToBigQuery draws random ids per bundle; those protect against its own retries only.)
+Dead letters have no natural id and go through WriteToBigQuery as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.io.gcp.bigquery import BigQueryDisposition, BigQueryWriteFn, WriteToBigQuery
+from apache_beam.io.gcp.bigquery_tools import RetryStrategy
+
+from txpipe.contract import format_timestamp
+from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
+
+
+def insert_id(row: dict, table: Table) -> str:
+    """Stable id of a pane: the table key's values, hashed (BigQuery allows 128 chars)."""
+    parts = []
+    for name in table.key:
+        value = row[name]
+        parts.append(format_timestamp(value) if hasattr(value, "tzinfo") else str(value))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+class WritePanesToBigQuery(beam.PTransform):
+    """Rows -> streaming inserts with deterministic insert ids."""
+
+    def __init__(self, table_spec: str, table: Table, batch_size: int = 500):
+        super().__init__()
+        self.table_spec, self.table, self.batch_size = table_spec, table, batch_size
+
+    def expand(self, rows):
+        table, spec = self.table, self.table_spec
+        return (
+            rows
+            | "WithInsertIds" >> beam.Map(
+                lambda row: (spec, (table.to_json_row(row), insert_id(row, table))))
+            | "StreamingInsert" >> beam.ParDo(BigQueryWriteFn(
+                batch_size=self.batch_size,
+                schema=table.bigquery_schema(),
+                create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
+                write_disposition=BigQueryDisposition.WRITE_APPEND,
+                retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
+                additional_bq_parameters=table.bigquery_table_options(),
+            )).with_outputs(BigQueryWriteFn.FAILED_ROWS,
+                            BigQueryWriteFn.FAILED_ROWS_WITH_ERRORS, main="main")
+        )
+
+
+@dataclass(frozen=True)
+class BigQuerySink:
+    """Tables as ``PROJECT:DATASET.TABLE``; see :meth:`from_settings`."""
+
+    table: str
+    dead_letter_table: str
+    dimension_table: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings) -> BigQuerySink:
+        return cls(
+            table=settings.bigquery_table,
+            dead_letter_table=settings.bigquery_dead_letter_table,
+            dimension_table=f"{settings.bigquery_table}_by_dimension",
+        )
+
+    def windows(self) -> beam.PTransform:
+        return WritePanesToBigQuery(self.table, WINDOW_STATS)
+
+    def dimension_stats(self) -> beam.PTransform:
+        return WritePanesToBigQuery(self.dimension_table or f"{self.table}_by_dimension",
+                                    DIMENSION_STATS)
+
+    def dead_letters(self) -> beam.PTransform:
+        return _WriteDeadLetters(self.dead_letter_table)
+
+
+class _WriteDeadLetters(beam.PTransform):
+    def __init__(self, table_spec: str):
+        super().__init__()
+        self.table_spec = table_spec
+
+    def expand(self, dead_letters):
+        return (
+            dead_letters
+            | "ToJson" >> beam.Map(DEAD_LETTERS.to_json_row)
+            | "StreamingInsert" >> WriteToBigQuery(
+                self.table_spec,
+                schema=DEAD_LETTERS.bigquery_schema(),
+                method=WriteToBigQuery.Method.STREAMING_INSERTS,
+                create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
+                write_disposition=BigQueryDisposition.WRITE_APPEND,
+                insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
+                additional_bq_parameters=DEAD_LETTERS.bigquery_table_options(),
+            )
+        )
