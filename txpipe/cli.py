@@ -197,7 +197,7 @@ def pipeline_options(run: RunPlan):
     gcp = options.view_as(GoogleCloudOptions)
     gcp.project = gcp.project or run.settings.project_id
     gcp.region = gcp.region or run.settings.region
-    # Module-level state (imports, the settings) must reach remote workers.
+    # Workers import txpipe as a package; nothing from __main__ needs pickling.
     options.view_as(SetupOptions).save_main_session = False
     return options
 
