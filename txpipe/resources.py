@@ -1,0 +1,279 @@
+"""``python -m txpipe setup [--dry-run]``: create what the pipeline needs, idempotently.
+
+Topic, subscription and dead-letter topic in Pub/Sub; dataset, window table (DAY-partitioned on
+``window_start_time``, clustered) and dead-letter table in BigQuery, all from the one schema in
+:mod:`txpipe.schema`. Existing resources are left as they are (a table whose columns drifted from
+the schema is reported). The same code targets Google Cloud or the emulators: with
+``PUBSUB_EMULATOR_HOST`` / ``BIGQUERY_EMULATOR_HOST`` (``http://HOST:PORT``) set, the clients
+talk to them without credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+TIMEOUT_SECONDS = 30.0
+ACK_DEADLINE_SECONDS = 60
+
+
+class ResourceError(RuntimeError):
+    """A resource could not be checked or created; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    name: str
+    ensure: Callable[[], str]  # -> "created" | "exists" | "exists (...)"
+
+    def describe(self) -> str:
+        return f"{self.kind:<16} {self.name}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())[:300]
+
+
+@contextmanager
+def _pubsub_env(emulator_host: str | None) -> Iterator[None]:
+    """Point the Pub/Sub clients at ``emulator_host`` while they are built (they read the env)."""
+    if emulator_host is None:
+        yield
+        return
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
+
+
+def pubsub_steps(settings, emulator_host: str | None = None) -> list[Step]:
+    from google.api_core.exceptions import AlreadyExists, NotFound
+    from google.cloud import pubsub_v1
+
+    with _pubsub_env(emulator_host):
+        publisher = pubsub_v1.PublisherClient()
+        subscriber = pubsub_v1.SubscriberClient()
+
+    def topic(path: str) -> Callable[[], str]:
+        def ensure() -> str:
+            try:
+                publisher.get_topic(request={"topic": path}, timeout=TIMEOUT_SECONDS)
+                return "exists"
+            except NotFound:
+                pass
+            try:
+                publisher.create_topic(request={"name": path}, timeout=TIMEOUT_SECONDS)
+                return "created"
+            except AlreadyExists:
+                return "exists"
+        return ensure
+
+    def subscription() -> str:
+        try:
+            found = subscriber.get_subscription(
+                request={"subscription": settings.subscription_path}, timeout=TIMEOUT_SECONDS)
+            if found.topic != settings.topic_path:
+                return f"exists (attached to {found.topic}, not {settings.topic_path})"
+            return "exists"
+        except NotFound:
+            pass
+        try:
+            subscriber.create_subscription(
+                request={"name": settings.subscription_path, "topic": settings.topic_path,
+                         "ack_deadline_seconds": ACK_DEADLINE_SECONDS},
+                timeout=TIMEOUT_SECONDS)
+            return "created"
+        except AlreadyExists:
+            return "exists"
+
+    return [
+        Step("topic", settings.topic_path, topic(settings.topic_path)),
+        Step("dead-letter topic", settings.dead_letter_topic_path,
+             topic(settings.dead_letter_topic_path)),
+        Step("subscription", settings.subscription_path, subscription),
+    ]
+
+
+def ensure_pubsub(settings, emulator_host: str | None = None) -> list[str]:
+    """Create topic, dead-letter topic and subscription if missing; names of those created."""
+    steps = pubsub_steps(settings, emulator_host)
+    return [step.name for step, outcome in run_steps(steps) if outcome == "created"]
+
+
+def bigquery_client(project: str):
+    """A BigQuery client for ``project``: anonymous against BIGQUERY_EMULATOR_HOST if set."""
+    from google.cloud import bigquery
+
+    host = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    if host:
+        from google.auth.credentials import AnonymousCredentials
+
+        return bigquery.Client(project=project, credentials=AnonymousCredentials(),
+                               client_options={"api_endpoint": host})
+    return bigquery.Client(project=project)
+
+
+def _table_resource(project: str, dataset: str, table_id: str, table, description: str) -> dict:
+    return {
+        "tableReference": {"projectId": project, "datasetId": dataset, "tableId": table_id},
+        "schema": table.bigquery_schema(),
+        "description": description,
+        **table.bigquery_table_options(),
+    }
+
+
+def bigquery_steps(settings, dimension_table: bool = False) -> list[Step]:
+    from google.api_core.exceptions import Conflict, NotFound
+    from google.cloud import bigquery
+
+    from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS
+
+    client = bigquery_client(settings.project_id)
+    project, dataset_id = settings.project_id, settings.bigquery_dataset_id
+
+    def dataset() -> str:
+        try:
+            client.get_dataset(f"{project}.{dataset_id}", timeout=TIMEOUT_SECONDS)
+            return "exists"
+        except NotFound:
+            pass
+        ds = bigquery.Dataset(f"{project}.{dataset_id}")
+        ds.location = settings.region
+        ds.description = "txpipe: streaming transaction statistics"
+        try:
+            client.create_dataset(ds, timeout=TIMEOUT_SECONDS)
+            return "created"
+        except Conflict:
+            return "exists"
+
+    def table(table_id: str, schema, description: str) -> Callable[[], str]:
+        def ensure() -> str:
+            ref = f"{project}.{dataset_id}.{table_id}"
+            try:
+                found = client.get_table(ref, timeout=TIMEOUT_SECONDS)
+            except NotFound:
+                found = None
+            if found is not None:
+                have = {f.name for f in found.schema}
+                missing = [n for n in schema.names if n not in have]
+                return f"exists (missing columns: {', '.join(missing)})" if missing else "exists"
+            resource = _table_resource(project, dataset_id, table_id, schema, description)
+            try:
+                client.create_table(bigquery.Table.from_api_repr(resource), timeout=TIMEOUT_SECONDS)
+                return "created"
+            except Conflict:
+                return "exists"
+        return ensure
+
+    steps = [
+        Step("dataset", f"{project}:{dataset_id}", dataset),
+        Step("window table", settings.bigquery_table,
+             table(settings.bigquery_table_id, WINDOW_STATS, "one row per window pane")),
+        Step("dead-letter table", settings.bigquery_dead_letter_table,
+             table(settings.bigquery_dead_letter_table_id, DEAD_LETTERS,
+                   "messages that broke the contract, with the reason")),
+    ]
+    if dimension_table:
+        name = f"{settings.bigquery_table_id}_by_dimension"
+        steps.append(Step("dimension table", f"{project}:{dataset_id}.{name}",
+                          table(name, DIMENSION_STATS, "window statistics per dimension value")))
+    return steps
+
+
+def run_steps(steps: list[Step]) -> Iterator[tuple[Step, str]]:
+    """Ensure each resource in order, yielding (step, outcome); stop at the first failure."""
+    for step in steps:
+        try:
+            outcome = step.ensure()
+        except ResourceError:
+            raise
+        except Exception as exc:  # API, transport and credential errors alike become one line
+            raise ResourceError(f"{step.kind} {step.name}: {_one_line(exc)}") from None
+        yield step, outcome
+
+
+def targets() -> str:
+    pubsub = os.environ.get("PUBSUB_EMULATOR_HOST")
+    bq = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    return (f"Pub/Sub: {'emulator ' + pubsub if pubsub else 'Google Cloud'}; "
+            f"BigQuery: {'emulator ' + bq if bq else 'Google Cloud'}")
+
+
+def plan(settings, dimension_table: bool = False) -> list[tuple[str, str]]:
+    """(kind, name) of every resource, without contacting anything: the dry run."""
+    return [
+        ("topic", settings.topic_path),
+        ("dead-letter topic", settings.dead_letter_topic_path),
+        ("subscription", f"{settings.subscription_path} (on {settings.pubsub_topic_id}, "
+                         f"ack deadline {ACK_DEADLINE_SECONDS} s)"),
+        ("dataset", f"{settings.project_id}:{settings.bigquery_dataset_id} "
+                    f"(location {settings.region})"),
+        ("window table", f"{settings.bigquery_table} (DAY partitions on window_start_time, "
+                         "clustered by window_start_time)"),
+        ("dead-letter table", f"{settings.bigquery_dead_letter_table} (DAY partitions on "
+                              "seen_at, clustered by reason)"),
+    ] + ([("dimension table", f"{settings.bigquery_table}_by_dimension")]
+         if dimension_table else [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m txpipe setup",
+        description="Create the Pub/Sub topics and subscription and the BigQuery dataset and "
+                    "tables the pipeline needs (idempotent). Honours PUBSUB_EMULATOR_HOST and "
+                    "BIGQUERY_EMULATOR_HOST.")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, touch nothing")
+    parser.add_argument("--dimension-table", action="store_true",
+                        help="also create TABLE_by_dimension (for `run --breakdown`)")
+    parser.add_argument("--skip-pubsub", action="store_true", help="BigQuery resources only")
+    parser.add_argument("--skip-bigquery", action="store_true", help="Pub/Sub resources only")
+    args = parser.parse_args(argv)
+
+    from txpipe.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    rows = plan(settings, args.dimension_table)
+    if args.skip_pubsub:
+        rows = rows[3:]
+    if args.skip_bigquery:
+        rows = rows[:3]
+    if args.dry_run:
+        print(f"plan ({targets()}):")
+        for kind, name in rows:
+            print(f"  ensure {kind:<17} {name}")
+        return 0
+    steps: list[Step] = []
+    try:
+        if not args.skip_pubsub:
+            steps += pubsub_steps(settings)
+        if not args.skip_bigquery:
+            steps += bigquery_steps(settings, args.dimension_table)
+        print(f"setup ({targets()}):")
+        for step, outcome in run_steps(steps):
+            print(f"  {step.kind:<17} {step.name}: {outcome}")
+    except ResourceError as exc:
+        print(f"txpipe setup: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # client construction: missing credentials, bad endpoint
+        print(f"txpipe setup: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
