@@ -36,10 +36,16 @@ MAX_AMOUNT_SCALE = 9
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# RFC 3339 date-time: a UTC offset is mandatory; fractions of a second may be of any length.
+# RFC 3339 date-time: a UTC offset is mandatory (hours 00-23, minutes 00-59: Python would
+# read +05:60 as +06:00); fractions of a second may have 1 to 9 digits.
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
 )
+# A run of 16+ digits (dots allowed between them) may be a number with more than 15
+# significant digits, which orjson would round to a float (99999999999999999999999 -> 1e23)
+# before the digit check could see it; such payloads are parsed exactly instead.
+_LONG_NUMBER = re.compile(r"\d[\d.]{15,}")
+_LONG_NUMBER_BYTES = re.compile(_LONG_NUMBER.pattern.encode())
 
 
 class Reason(str, Enum):
@@ -92,10 +98,10 @@ def parse_timestamp(value: object) -> datetime:
         )
     text = value.replace("z", "Z").replace("t", "T")
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
+        # OverflowError: a valid local time whose UTC is outside years 1-9999.
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise ContractError(Reason.INVALID_TIMESTAMP, f"timestamp {value!r}: {exc}") from None
-    return parsed.astimezone(UTC)
 
 
 def parse_amount(value: object) -> Decimal:
@@ -110,6 +116,8 @@ def parse_amount(value: object) -> Decimal:
         amount = Decimal(repr(value))
     else:
         amount = Decimal(value)
+        if amount.is_finite() and math.isinf(float(amount)):  # 1e400, read exactly: a
+            amount = Decimal("Infinity")  # JSON number beyond a double is not finite
     if not amount.is_finite():
         raise ContractError(Reason.INVALID_AMOUNT, f"amount must be finite, got {value}")
     if amount <= 0:
@@ -137,16 +145,22 @@ def _kind(value: object) -> str:
 
 
 def _loads(raw: bytes | str) -> object:
+    long_number = (_LONG_NUMBER_BYTES if isinstance(raw, bytes) else _LONG_NUMBER).search(raw)
+    if long_number is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    # orjson is strict; the standard library also reads NaN / Infinity, and with Decimal keeps
+    # every digit of a long number, which lets those messages fail as invalid_amount, a
+    # clearer reason for users. It also accepts lone surrogates (\ud800), which no sink can
+    # encode: those are rejected here.
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    # orjson is strict; the standard library also reads NaN / Infinity and integers wider than
-    # 64 bits, which lets those messages fail as invalid_amount, a clearer reason for users.
-    try:
-        return json.loads(raw, parse_int=Decimal, parse_constant=float)
+        obj = json.loads(raw, parse_int=Decimal, parse_float=Decimal, parse_constant=float)
+        json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8")
     except (ValueError, RecursionError) as exc:
         raise ContractError(Reason.MALFORMED_JSON, f"not valid JSON: {exc}") from None
+    return obj
 
 
 def decode_payload(raw: bytes | str) -> str:
