@@ -120,8 +120,9 @@ class Table:
         for c in self.columns:
             values = [r.get(c.name) for r in rows]
             if c.kind is Kind.MONEY:
-                values = [None if v is None else Decimal(v).quantize(Decimal(1).scaleb(-money.SCALE))
-                          for v in values]
+                # money's 38-digit context: the default (28) fails on sums of 10^19 and more
+                values = [None if v is None else Decimal(v).quantize(
+                    Decimal(1).scaleb(-money.SCALE), context=money.CONTEXT) for v in values]
             columns[c.name] = values
         return pa.Table.from_pydict(columns, schema=schema)
 
