@@ -1,0 +1,212 @@
+"""The message contract and the parse step: every dead-letter reason, UTC conversion, exact
+amounts, and a parse pipeline that keeps every broken input (none crashes, none vanishes)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import apache_beam as beam
+import orjson
+import pytest
+from apache_beam.transforms import window
+from recount import BASE, Tx, bad_records, expected_payload, spell_message
+
+from txpipe import metrics
+from txpipe.contract import (
+    ATTR_EVENT_TS,
+    ATTR_TRANSACTION_ID,
+    MAX_PAYLOAD_CHARS,
+    Invalid,
+    Reason,
+    Transaction,
+    encode_message,
+    validate,
+)
+from txpipe.parse import ParseTransactions
+from txpipe.windowing import WindowSpec
+
+UTC = timezone.utc
+
+
+def msg(timestamp: str = "2026-11-27T10:00:00Z", amount: str = "1.00", **extra) -> bytes:
+    body = f'{{"transaction_id": "t1", "amount": {amount}, "timestamp": "{timestamp}"'
+    body += "".join(f', "{k}": {v}' for k, v in extra.items())
+    return (body + "}").encode()
+
+
+@pytest.mark.parametrize(("raw", "reason"), bad_records(big=True),
+                         ids=lambda v: v[:40].decode("utf-8", "replace") if isinstance(v, bytes)
+                         else v)
+def test_every_bad_record_gets_its_reason(raw, reason):
+    verdict = validate(raw)
+    assert isinstance(verdict, Invalid)
+    assert verdict.reason is Reason(reason)
+    assert verdict.message and "\n" not in verdict.message
+
+
+def test_the_catalogue_covers_every_reason():
+    assert {reason for _, reason in bad_records()} == {r.value for r in Reason}
+
+
+def test_str_input_is_validated_like_bytes():
+    for raw, reason in bad_records():
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        assert validate(text).reason is Reason(reason), raw
+
+
+@pytest.mark.parametrize(("spelled", "utc"), [
+    ("2026-11-27T10:00:00Z", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+    ("2026-11-27T10:00:00z", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+    ("2026-11-27t10:00:00z", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+    ("2026-11-27T12:00:00+02:00", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+    ("2026-11-27T04:30:00-05:30", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+    ("2026-11-27T10:00:00-00:00", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+    ("2026-11-28T01:30:00+15:30", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+    ("2026-11-27T00:30:00-09:30", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+    ("2026-11-27T01:00:00.250+01:00", datetime(2026, 11, 27, 0, 0, 0, 250_000, tzinfo=UTC)),
+    ("2026-11-26T23:59:59.5-00:30", datetime(2026, 11, 27, 0, 29, 59, 500_000, tzinfo=UTC)),
+    ("2026-11-27T10:00:00.1Z", datetime(2026, 11, 27, 10, 0, 0, 100_000, tzinfo=UTC)),
+    ("2026-11-27T10:00:00.123456Z", datetime(2026, 11, 27, 10, 0, 0, 123_456, tzinfo=UTC)),
+    # beyond microseconds: truncated, so an event never moves into a later window
+    ("2026-11-27T10:00:29.999999999Z", datetime(2026, 11, 27, 10, 0, 29, 999_999, tzinfo=UTC)),
+    ("2026-11-27T10:00:00.1234567Z", datetime(2026, 11, 27, 10, 0, 0, 123_456, tzinfo=UTC)),
+    ("2026-11-27 10:00:00Z", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+    ("2026-01-01T00:30:00+01:00", datetime(2025, 12, 31, 23, 30, tzinfo=UTC)),
+    ("2028-02-29T23:00:00-01:00", datetime(2028, 3, 1, 0, 0, tzinfo=UTC)),
+])
+def test_timestamps_are_converted_to_utc(spelled, utc):
+    tx = validate(msg(spelled))
+    assert isinstance(tx, Transaction), tx
+    assert tx.event_time == utc
+    assert tx.event_time.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(("literal", "exact"), [
+    ("0.10", "0.10"), ("0.1", "0.1"), ("1e-1", "0.1"), ("10E-2", "0.1"), ("0.20", "0.2"),
+    ("999999.99", "999999.99"), ("99999999.99", "99999999.99"), ("100", "100"),
+    ("100.0", "100"), ("1e2", "100"), ("0.000000001", "0.000000001"),
+    ("999999999999999", "999999999999999"), ("123456789.123456", "123456789.123456"),
+    ("0.30000000000000", "0.3"), ("33.33", "33.33"),
+])
+def test_amounts_are_exact_decimals(literal, exact):
+    tx = validate(msg(amount=literal))
+    assert isinstance(tx, Transaction), tx
+    assert isinstance(tx.amount, Decimal)
+    assert tx.amount == Decimal(exact)
+
+
+def test_unknown_fields_are_ignored_and_optional_fields_kept():
+    tx = validate(msg(category='"food"', currency="null", extra='{"deep": [1, {"x": null}]}'))
+    assert isinstance(tx, Transaction)
+    assert tx.category == "food"
+    assert tx.currency is None
+
+
+def test_encode_message_round_trips_with_attributes():
+    moment = datetime(2026, 11, 27, 10, 0, 0, 250_000, tzinfo=UTC)
+    data, attrs = encode_message("abc", Decimal("999999.99"), moment, category="food")
+    assert orjson.loads(data)["timestamp"] == "2026-11-27T10:00:00.250Z"
+    assert b'"amount":999999.99' in data  # a JSON number with exactly the Decimal's digits
+    tx = validate(data)
+    assert (tx.transaction_id, tx.amount, tx.event_time, tx.category) == (
+        "abc", Decimal("999999.99"), moment, "food")
+    assert attrs == {ATTR_EVENT_TS: "2026-11-27T10:00:00.250Z", ATTR_TRANSACTION_ID: "abc"}
+    with pytest.raises(ValueError):
+        encode_message("x", Decimal("-1"), moment)
+    with pytest.raises(ValueError):
+        encode_message("x", Decimal("1"), moment, not_a_field="y")
+
+
+def test_spelled_messages_mean_their_ground_truth():
+    """The test generator itself: odd spellings keep the instant and the amount."""
+    rng = random.Random(7)
+    for i in range(3000):
+        tx = Tx(f"t{i}", Decimal(rng.choice(["0.10", "0.20", "999999.99", "0.000000001", "5"])),
+                BASE + timedelta(microseconds=rng.randrange(-10**9, 10**9)))
+        parsed = validate(spell_message(tx, rng))
+        assert (parsed.transaction_id, parsed.amount, parsed.event_time) == (
+            tx.transaction_id, tx.amount, tx.event_time)
+
+
+@pytest.mark.parametrize(("event", "window_start"), [
+    ("2026-11-27T10:00:29.999999Z", "2026-11-27T10:00:00Z"),
+    ("2026-11-27T10:00:30Z", "2026-11-27T10:00:30Z"),  # exactly the end: the next window
+    ("2026-11-27T11:00:30+01:00", "2026-11-27T10:00:30Z"),
+    ("2026-11-27T10:00:00Z", "2026-11-27T10:00:00Z"),
+    ("2026-11-27T09:59:59.999999Z", "2026-11-27T09:59:30Z"),
+])
+def test_window_boundaries(event, window_start):
+    tx = validate(msg(event))
+    ts = beam.utils.timestamp.Timestamp(micros=(tx.event_time - datetime(
+        1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1))
+    fn = WindowSpec(size_seconds=30).window_fn()
+    [win] = fn.assign(window.WindowFn.AssignContext(ts))
+    start = datetime.fromisoformat(window_start.replace("Z", "+00:00"))
+    assert win.start.micros == (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+        microseconds=1)
+    assert win.end.micros - win.start.micros == 30_000_000
+
+
+# --- the parse DoFn in a real pipeline ----------------------------------------------------
+
+_SEEN: dict[str, list] = {}
+
+
+def _keep(element, key):
+    _SEEN.setdefault(key, []).append(element)
+
+
+@pytest.fixture(scope="module")
+def parsed():
+    """One batch pipeline over every bad record plus a few valid messages."""
+    bad = bad_records(big=True)
+    valid = [encode_message(f"ok{i}", Decimal("0.10"), BASE + timedelta(seconds=i))[0]
+             for i in range(5)]
+    _SEEN.clear()
+    pipeline = beam.Pipeline()
+    out = pipeline | beam.Create([raw for raw, _ in bad] + valid) | ParseTransactions()
+    out.valid | "KeepValid" >> beam.Map(
+        lambda tx, ts=beam.DoFn.TimestampParam: _keep((tx, ts), "valid"))
+    out.dead_letters | "KeepDead" >> beam.Map(_keep, "dead")
+    result = pipeline.run()
+    result.wait_until_finish()
+    return bad, valid, _SEEN["valid"], _SEEN["dead"], metrics.read_counters(result)
+
+
+def test_parse_pipeline_keeps_every_input(parsed):
+    bad, valid, got_valid, got_dead, counters = parsed
+    assert sorted(tx.transaction_id for tx, _ in got_valid) == [f"ok{i}" for i in range(5)]
+    expected = Counter((reason, expected_payload(raw)) for raw, reason in bad)
+    assert Counter((d["reason"], d["payload"]) for d in got_dead) == expected
+    assert counters[metrics.READ] == len(bad) + len(valid)
+    assert counters[metrics.VALID] == len(valid)
+    assert counters[metrics.DEAD_LETTERED] == len(bad)
+    for reason, n in Counter(reason for _, reason in bad).items():
+        assert counters[metrics.dead_letter_counter(reason)] == n
+
+
+def test_valid_elements_carry_their_event_time(parsed):
+    _, _, got_valid, _, _ = parsed
+    for tx, ts in got_valid:
+        assert ts.micros == (tx.event_time - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+            microseconds=1)
+
+
+def test_dead_letters_are_complete_rows(parsed):
+    _, _, _, got_dead, _ = parsed
+    before = datetime.now(UTC)
+    for dead in got_dead:
+        assert set(dead) == {"reason", "message", "payload", "seen_at"}
+        assert dead["message"] and "\n" not in dead["message"]
+        assert len(dead["payload"]) <= MAX_PAYLOAD_CHARS
+        assert dead["seen_at"].tzinfo is not None and dead["seen_at"] <= before
+    huge = [d for d in got_dead if d["payload"].startswith('{"transaction_id": "huge"')]
+    assert len(huge) == 1 and len(huge[0]["payload"]) == MAX_PAYLOAD_CHARS
+    not_utf8 = [d for d in got_dead if d["payload"].startswith("\\xff\\xfe")]
+    assert len(not_utf8) == 1 and not_utf8[0]["reason"] == "malformed_json"
