@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     def _sliding_period_fits(self) -> Settings:
         period = self.window_period_seconds
         if period is not None and period > self.window_size_seconds:
-            raise ValueError(
-                f"window_period_seconds ({period}) must not exceed window_size_seconds "
+            raise ValueError(  # variable names as users set them: this is the whole message
+                f"WINDOW_PERIOD_SECONDS ({period}) must not exceed WINDOW_SIZE_SECONDS "
                 f"({self.window_size_seconds})")
         return self
 
