@@ -95,9 +95,12 @@ class WindowTransactions(beam.PTransform):
 
     def expand(self, transactions):
         spec = self.spec
+        # Without late firings no pane could carry late data, and Beam rejects a trigger that
+        # finishes while lateness is allowed ("may lose data"): late data is dropped instead.
+        lateness = spec.allowed_lateness_seconds if spec.late_firings else 0
         return transactions | "AssignWindows" >> beam.WindowInto(
             spec.window_fn(),
             trigger=spec.trigger(),
             accumulation_mode=spec.accumulation_mode(),
-            allowed_lateness=spec.allowed_lateness_seconds,
+            allowed_lateness=lateness,
         )
