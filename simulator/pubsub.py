@@ -45,7 +45,7 @@ RETRYABLE = frozenset({
 class BatchSettings:
     max_messages: int = 1000  # per request: the service rejects more
     max_bytes: int = 9_000_000  # per request, under the 10 MB limit
-    max_in_flight: int = 4  # requests awaiting an answer; more only adds memory
+    max_in_flight: int = 8  # requests awaiting an answer: overlaps generation with the server
 
 
 @dataclass(frozen=True)

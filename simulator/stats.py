@@ -57,7 +57,8 @@ class PublishStats:
     def summary(self) -> str:
         """One line for the end of a run."""
         kinds = ", ".join(f"{n:,} {_LABELS.get(k, k)}" for k, n in self.by_kind.items())
-        text = (f"published {self.published:,} messages to {self.target} in {self.elapsed_s:.2f} s "
+        noun = "message" if self.published == 1 else "messages"
+        text = (f"published {self.published:,} {noun} to {self.target} in {self.elapsed_s:.2f} s "
                 f"({self.rate_msg_s:,.0f} msg/s): {kinds}; {self.failed:,} failed")
         if self.retries:
             text += f"; {self.retries:,} retried requests"
