@@ -237,8 +237,8 @@ def recount_fixed_windows(transactions: list[Tx], size_seconds: int) -> pd.DataF
     out = pd.DataFrame({
         "total_transactions": grouped.size(),
         "total_amount_sum": grouped.agg(lambda s: sum(s, Decimal(0))),
-        "min_amount": grouped.agg(min),
-        "max_amount": grouped.agg(max),
+        "min_amount": grouped.agg(lambda s: min(s)),
+        "max_amount": grouped.agg(lambda s: max(s)),
     })
     out["avg_transaction_amount"] = [
         expected_average(total, count)
