@@ -102,23 +102,42 @@ def _writable_prefix(prefix: str, what: str) -> None:
 
 
 def _check_beam_args(beam_args: list[str]) -> None:
-    from apache_beam.options.pipeline_options import PipelineOptions
+    import contextlib
+    import io
+
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     options = PipelineOptions(beam_args)
     quiet = logging.getLogger("apache_beam.options.pipeline_options")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # Beam would warn and go on; we refuse in one line instead
+    printed = io.StringIO()  # Beam's parser prints its whole usage for a bad value, then exits
     try:
-        known = options.get_all_options()
-        everything = options.get_all_options(retain_unknown_options=True)
+        with contextlib.redirect_stderr(printed):
+            known = options.get_all_options()
+            everything = options.get_all_options(retain_unknown_options=True)
+    except SystemExit:
+        last = (printed.getvalue().strip().splitlines() or ["invalid Beam option"])[-1]
+        raise UsageError(last.split("error: ", 1)[-1]) from None
     finally:
         quiet.setLevel(level)
     unknown = sorted(set(everything) - set(known))
     if unknown:
-        raise UsageError(f"unrecognized arguments: --{unknown[0]}")
+        typed = [a.split("=", 1)[0] for a in beam_args
+                 if a.startswith("-") and a.lstrip("-").split("=", 1)[0].replace("-", "_")
+                 == unknown[0]]
+        raise UsageError(f"unrecognized arguments: {typed[0] if typed else '--' + unknown[0]}")
     positional = [a for a in beam_args if not a.startswith("-")]
     if positional and not any(a.startswith("--") for a in beam_args):
         raise UsageError(f"unrecognized arguments: {' '.join(beam_args)}")
+    runner = options.view_as(StandardOptions).runner
+    if runner:
+        from apache_beam.runners.runner import create_runner
+
+        try:
+            create_runner(runner)
+        except (ValueError, ImportError) as exc:
+            raise UsageError(f"--runner {runner!r}: {str(exc).split('. ')[0]}") from None
 
 
 def plan(argv: list[str]) -> RunPlan:
