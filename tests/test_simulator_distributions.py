@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections import Counter
 from datetime import datetime, timezone
@@ -11,7 +12,15 @@ import orjson
 import pytest
 
 from simulator import Kind, SimulationConfig, generate
-from simulator.catalog import CATEGORIES, COUNTRIES, FLOAT_UNFRIENDLY, PAYMENT_METHODS
+from simulator.catalog import (
+    CATEGORIES,
+    COUNTRIES,
+    FLOAT_UNFRIENDLY,
+    MAX_AMOUNT,
+    MAX_AMOUNT_RATE,
+    PAYMENT_METHODS,
+    Catalog,
+)
 
 N = 30_000
 
@@ -44,6 +53,13 @@ def test_float_unfriendly_amounts_appear(rows):
     awkward = Counter(r["amount"] for r in rows if r["amount"] in FLOAT_UNFRIENDLY)
     assert set(awkward) == set(FLOAT_UNFRIENDLY)
     assert sum(awkward.values()) / N == pytest.approx(0.02, abs=0.005)
+
+
+def test_the_largest_amount_is_rare_but_present():
+    rng = random.Random(3)
+    draws = 200_000
+    hits = sum(Catalog.amount(rng, CATEGORIES[0]) == MAX_AMOUNT for _ in range(draws))
+    assert hits / draws == pytest.approx(MAX_AMOUNT_RATE, rel=0.5)
 
 
 def test_categories_price_differently(rows):

@@ -13,7 +13,6 @@ import uuid
 from collections import Counter
 
 import pytest
-from conftest import PROJECT
 from emulator import pull_all
 
 from simulator import SimulationConfig, Truth, TruthBuilder, generate, publish, run
@@ -22,6 +21,7 @@ from simulator.sinks import TargetError
 from simulator.stats import PublishStats, Recorder
 from txpipe.local import free_port
 
+PROJECT = "txpipe-test"  # the project the shared emulator fixtures use
 FAULTS = dict(duplicate_rate=0.05, malformed_rate=0.03, late_rate=0.02, jitter_seconds=2.0)
 
 
