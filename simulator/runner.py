@@ -110,13 +110,18 @@ def publish(cfg: SimulationConfig, topic_path: str, stats_callback: StatsCallbac
     """
     from simulator import pubsub  # the Google client is heavy; only this target needs it
 
+    owned = client is None
     client = client or pubsub.make_client()
-    pubsub.ensure_topic(client, topic_path, create=create_topic)
-    stats = PublishStats(target=topic_path)
-    sink = pubsub.PubSubSink(topic_path, Recorder(stats, truth), client=client,
-                             batching=batching, retry=retry)
-    return run(cfg, sink, stats, paced=is_live(cfg) if paced is None else paced,
-               stop_event=stop_event, stats_callback=stats_callback)
+    try:
+        pubsub.ensure_topic(client, topic_path, create=create_topic)
+        stats = PublishStats(target=topic_path)
+        sink = pubsub.PubSubSink(topic_path, Recorder(stats, truth), client=client,
+                                 batching=batching, retry=retry)
+        return run(cfg, sink, stats, paced=is_live(cfg) if paced is None else paced,
+                   stop_event=stop_event, stats_callback=stats_callback)
+    finally:
+        if owned:  # notebooks call this repeatedly: do not leave channels to the GC
+            client.transport.close()
 
 
 def write(cfg: SimulationConfig, output: str | Path | BinaryIO | None = None,
