@@ -39,7 +39,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # RFC 3339 date-time: a UTC offset is mandatory (hours 00-23, minutes 00-59: Python would
 # read +05:60 as +06:00); fractions of a second may have 1 to 9 digits.
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
 )
 # A run of 16+ digits (dots allowed between them) may be a number with more than 15
 # significant digits, which orjson would round to a float (99999999999999999999999 -> 1e23)
@@ -90,13 +91,19 @@ def parse_timestamp(value: object) -> datetime:
     """RFC 3339 text with an explicit offset, converted to UTC."""
     if not isinstance(value, str):
         raise ContractError(Reason.INVALID_TYPE, f"timestamp must be a string, got {_kind(value)}")
-    if not _RFC3339.fullmatch(value):
+    match = _RFC3339.fullmatch(value)
+    if not match:
         raise ContractError(
             Reason.INVALID_TIMESTAMP,
             f"timestamp {value[:64]!r} is not RFC 3339 with a UTC offset "
             "(e.g. 2026-11-27T10:00:00.250Z)",
         )
-    text = value.replace("z", "Z").replace("t", "T")
+    # Rewritten to the one form every supported Python reads (3.10's fromisoformat knows no
+    # "Z" and only 3- or 6-digit fractions): fraction cut to microseconds, never rounded up
+    # into the next window.
+    fraction, offset = match.group(1), match.group(2)
+    text = (f"{value[:10]}T{value[11:19]}{fraction[:7].ljust(7, '0') if fraction else ''}"
+            f"{'+00:00' if offset in ('Z', 'z') else offset}")
     try:
         # OverflowError: a valid local time whose UTC is outside years 1-9999.
         return datetime.fromisoformat(text).astimezone(UTC)
