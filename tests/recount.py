@@ -188,6 +188,7 @@ def bad_records(big: bool = False) -> list[tuple[bytes, str]]:
         (_obj(ts='"0001-01-01T00:00:00+01:00"'), "invalid_timestamp"),  # before year 1 in UTC
         (_obj(ts='"9999-12-31T23:59:59-01:00"'), "invalid_timestamp"),  # after 9999 in UTC
         (_obj(ts='"yesterday"'), "invalid_timestamp"),
+        (_obj(ts='"\uff12\uff10\uff12\uff16-11-27T10:00:00Z"'), "invalid_timestamp"),  # ２０２６
         (_obj(ts='""'), "invalid_timestamp"),
     ]
     if big:
