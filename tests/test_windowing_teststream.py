@@ -14,7 +14,7 @@ from decimal import Decimal
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.test_stream import TestStream as Stream
 from recount import BASE
 
 from txpipe.config import Accumulation, WindowType
@@ -34,7 +34,7 @@ def tx(tid: str, second: float, amount: str = "1.00") -> bytes:
     return encode_message(tid, Decimal(amount), BASE + timedelta(seconds=second))[0]
 
 
-def run(stream: TestStream, spec: WindowSpec) -> list[tuple]:
+def run(stream: Stream, spec: WindowSpec) -> list[tuple]:
     """Run ``stream`` through TransactionStats; rows as (start s, end s, timing, index,
     count, sum, min, max), in the order windows and panes fire."""
     _ROWS.clear()
@@ -57,9 +57,9 @@ def D(text: str) -> Decimal:  # noqa: N802 - reads like a literal
     return Decimal(text)
 
 
-def early_on_time_late_stream() -> TestStream:
+def early_on_time_late_stream() -> Stream:
     return (
-        TestStream()
+        Stream()
         .advance_watermark_to(T0)
         .advance_processing_time(1)
         .add_elements([tx("a", 1, "0.10"), tx("a", 1, "0.10"), tx("b", 5, "0.20")])  # a twice
@@ -130,7 +130,7 @@ def test_late_firings_off_drops_late_data_after_the_on_time_pane():
 
 def test_zero_allowed_lateness_drops_anything_behind_the_watermark():
     stream = (
-        TestStream()
+        Stream()
         .advance_watermark_to(T0)
         .add_elements([tx("a", 29.999999, "0.10"),   # the last microsecond of [0, 30)
                        tx("b", 30, "0.20"),          # exactly the end: belongs to [30, 60)
@@ -153,13 +153,13 @@ def test_window_end_is_exclusive_in_every_spelling():
         b'{"transaction_id": "x3", "amount": 1, "timestamp": "2026-11-27t04:30:30.000000-05:30"}',
         b'{"transaction_id": "x4", "amount": 1, "timestamp": "2026-11-27T10:00:29.999999999z"}',
     ]
-    stream = TestStream().advance_watermark_to(T0).add_elements(spelled)
+    stream = Stream().advance_watermark_to(T0).add_elements(spelled)
     rows = run(stream.advance_watermark_to_infinity(), WindowSpec(size_seconds=30))
     assert [(r[0], r[4]) for r in rows] == [(0.0, 1), (30.0, 3)]
 
 
 def test_sliding_windows_count_an_event_in_every_window_covering_it():
-    stream = (TestStream().advance_watermark_to(T0)
+    stream = (Stream().advance_watermark_to(T0)
               .add_elements([tx("a", 12, "0.10"), tx("b", 30, "0.20"), tx("c", 25, "0.30")])
               .advance_watermark_to_infinity())
     rows = run(stream, WindowSpec(kind=WindowType.SLIDING, size_seconds=30, period_seconds=10))
@@ -175,7 +175,7 @@ def test_sliding_windows_count_an_event_in_every_window_covering_it():
 
 def test_session_windows_merge_and_take_late_data():
     stream = (
-        TestStream()
+        Stream()
         .advance_watermark_to(T0)
         .add_elements([tx("a", 0, "0.10"), tx("b", 5, "0.20"), tx("c", 30, "0.30")])
         .advance_watermark_to(T0 + 50)   # sessions [0, 15) and [30, 40) close on time
@@ -195,7 +195,7 @@ def test_session_windows_merge_and_take_late_data():
 
 def test_sessions_bridged_by_a_late_event_merge_into_one():
     stream = (
-        TestStream()
+        Stream()
         .advance_watermark_to(T0)
         .add_elements([tx("a", 0, "0.10"), tx("b", 14, "0.20")])  # sessions [0,10), [14,24)
         .advance_watermark_to(T0 + 30)
@@ -216,7 +216,7 @@ def test_sessions_bridged_by_a_late_event_merge_into_one():
 @pytest.mark.parametrize("accumulation", list(Accumulation))
 def test_duplicates_count_once_across_panes(accumulation):
     stream = (
-        TestStream()
+        Stream()
         .advance_watermark_to(T0)
         .add_elements([tx("a", 1, "0.10"), tx("b", 2, "0.10")])
         .advance_watermark_to(T0 + 31)
