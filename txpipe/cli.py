@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("project")
     g.add_argument("--project", dest="project_id")
     g.add_argument("--region")
+    g.add_argument("--bigquery-dataset", dest="bigquery_dataset_id",
+                   help="bigquery sink: dataset (default BIGQUERY_DATASET_ID)")
+    g.add_argument("--bigquery-table", dest="bigquery_table_id",
+                   help="bigquery sink: window table (default BIGQUERY_TABLE_ID)")
     g.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     return p
 
@@ -73,6 +77,7 @@ SETTING_FLAGS = (
     "window_type", "window_size_seconds", "window_period_seconds", "session_gap_seconds",
     "allowed_lateness_seconds", "early_firing_seconds", "late_firings", "accumulation",
     "dedupe_horizon_seconds", "project_id", "region", "log_level",
+    "bigquery_dataset_id", "bigquery_table_id",
 )
 
 
@@ -195,7 +200,8 @@ def plan(argv: list[str]) -> RunPlan:
     else:
         if args.output or args.dead_letter_output:
             raise UsageError("--sink bigquery takes its tables from BIGQUERY_DATASET_ID / "
-                             "BIGQUERY_TABLE_ID, not --output")
+                             "BIGQUERY_TABLE_ID (or --bigquery-dataset / --bigquery-table), "
+                             "not --output")
         sink = BigQuerySink.from_settings(settings)
     return RunPlan(settings, source, sink, beam_args, streaming, args.breakdown,
                    args.dead_letter_topic)
@@ -216,6 +222,10 @@ def pipeline_options(run: RunPlan):
     gcp = options.view_as(GoogleCloudOptions)
     gcp.project = gcp.project or run.settings.project_id
     gcp.region = gcp.region or run.settings.region
+    from txpipe import dataflow
+
+    if dataflow.is_dataflow(standard.runner):  # worker code, Streaming Engine, seed's workers
+        dataflow.apply_defaults(options, run.streaming)
     # Workers import txpipe as a package; nothing from __main__ needs pickling.
     options.view_as(SetupOptions).save_main_session = False
     return options
@@ -224,13 +234,18 @@ def pipeline_options(run: RunPlan):
 def execute(run: RunPlan):
     """Build and run the pipeline; returns the finished PipelineResult."""
     import apache_beam as beam
+    from apache_beam.options.pipeline_options import StandardOptions
 
+    from txpipe.dataflow import is_dataflow
     from txpipe.pipeline import build_pipeline
 
-    pipeline = beam.Pipeline(options=pipeline_options(run))
+    options = pipeline_options(run)
+    pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
                    dead_letter_topic=run.dead_letter_topic)
     result = pipeline.run()
+    if run.streaming and is_dataflow(options.view_as(StandardOptions).runner):
+        return result  # runs until drained; waiting here would cancel it on Ctrl-C
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
@@ -262,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         run = plan(argv)
+        from txpipe.dataflow import check_submission
+
+        check_submission(pipeline_options(run))
     except UsageError as exc:
         print(f"txpipe run: error: {exc}", file=sys.stderr)
         return 2
@@ -282,5 +300,7 @@ def main(argv: list[str] | None = None) -> int:
               if str(exc) else f"txpipe run: pipeline failed: {type(exc).__name__}",
               file=sys.stderr)
         return 1
-    print(summary(read_counters(result)))
+    from txpipe.dataflow import submission_line
+
+    print(submission_line(result) or summary(read_counters(result)))
     return 0
