@@ -1,0 +1,235 @@
+"""The Dataflow job, verified offline: ``python -m txpipe export-job`` writes what
+``run --runner DataflowRunner`` would submit, and these tests read it back step by step.
+
+The export runs once, in a subprocess whose sockets are disabled (a ``sitecustomize`` that
+refuses and records every IPv4 / IPv6 connection), so it also proves that nothing in the export
+— Beam's stager, the sdist build, credential lookup — reaches for the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from apache_beam.portability.api import beam_runner_api_pb2 as api
+
+from txpipe import dataflow
+from txpipe.cli import main as run_main
+from txpipe.config import Settings
+from txpipe.contract import ATTR_EVENT_TS, ATTR_TRANSACTION_ID
+
+NO_NETWORK = '''
+import os, socket
+
+_log = os.environ["TXPIPE_TEST_NETWORK_LOG"]
+_connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+
+def _refuse(sock, address):
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        with open(_log, "a") as log:
+            log.write(f"{address!r}\\n")
+        raise OSError("network disabled by the test")
+
+
+def connect(self, address):
+    _refuse(self, address)
+    return _connect(self, address)
+
+
+def connect_ex(self, address):
+    _refuse(self, address)
+    return _connect_ex(self, address)
+
+
+socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+'''
+
+
+@dataclass
+class Export:
+    directory: Path
+    proc: subprocess.CompletedProcess
+    seconds: float
+    network_log: Path
+    env: dict
+
+    @property
+    def job(self) -> dict:
+        return json.loads((self.directory / "template.json").read_text())
+
+    @property
+    def options(self) -> dict:
+        return self.job["environment"]["sdkPipelineOptions"]["options"]
+
+    @property
+    def graph(self) -> api.Pipeline:
+        graph = api.Pipeline()
+        graph.ParseFromString((self.directory / "pipeline.pb").read_bytes())
+        return graph
+
+    def transforms(self) -> dict[str, api.PTransform]:
+        return {t.unique_name: t for t in self.graph.components.transforms.values()}
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Export:
+    work = tmp_path_factory.mktemp("export")
+    guard = work / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(NO_NETWORK)
+    network_log = work / "network.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PUBSUB_", "BIGQUERY_"))}
+    env.pop("PROJECT_ID", None)
+    env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(guard), env.get("PYTHONPATH")])),
+               TXPIPE_TEST_NETWORK_LOG=str(network_log))
+    started = time.monotonic()
+    proc = subprocess.run(  # cwd without a .env: the defaults, as a new user has them
+        [sys.executable, "-m", "txpipe", "export-job", "--output", "job", "--streaming"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    return Export(work / "job", proc, time.monotonic() - started, network_log, env)
+
+
+def test_export_writes_the_job_in_seconds_with_no_network(export):
+    assert export.proc.returncode == 0, export.proc.stderr
+    assert export.proc.stdout.count("\n") == 1 and "JOB_TYPE_STREAMING" in export.proc.stdout
+    assert export.proc.stderr == ""
+    assert export.seconds < 30
+    assert not export.network_log.exists(), export.network_log.read_text()
+    # ... and the guard was really in force in that environment:
+    probe = subprocess.run([sys.executable, "-c", "import socket; "
+                            "socket.create_connection(('192.0.2.1', 443), timeout=1)"],
+                           env=export.env, capture_output=True, text=True, timeout=30)
+    assert probe.returncode != 0 and "network disabled" in probe.stderr
+    assert "192.0.2.1" in export.network_log.read_text()
+    export.network_log.unlink()
+
+
+def test_streaming_job_on_streaming_engine(export):
+    job = export.job
+    assert job["type"] == "JOB_TYPE_STREAMING"
+    assert {"enable_streaming_engine", "enable_windmill_service"} <= set(
+        job["environment"]["experiments"])
+    assert export.options["streaming"] is True
+    assert export.options["enable_streaming_engine"] is True
+    assert export.options["runner"] == "DataflowRunner"
+    assert job["name"] == export.options["job_name"] == dataflow.STREAMING_JOB_NAME
+
+
+def test_seed_worker_shape_by_default(export):
+    (pool,) = export.job["environment"]["workerPools"]
+    assert pool["numWorkers"] == 2
+    assert pool["machineType"] == "n1-standard-2"
+    assert pool["autoscalingSettings"]["maxNumWorkers"] == 10
+    # Beam sends THROUGHPUT_BASED to the service under its API name.
+    assert pool["autoscalingSettings"]["algorithm"] == "AUTOSCALING_ALGORITHM_BASIC"
+    assert export.options["autoscaling_algorithm"] == "THROUGHPUT_BASED"
+
+
+def test_reads_pubsub_with_event_time_and_id_attributes(export):
+    reads = [t for t in export.transforms().values()
+             if t.spec.urn == "beam:transform:pubsub_read:v1"]
+    assert len(reads) == 1 and reads[0].unique_name.startswith("Read/")
+    payload = api.PubSubReadPayload.FromString(reads[0].spec.payload)
+    assert payload.subscription == Settings.model_construct().subscription_path
+    assert payload.timestamp_attribute == ATTR_EVENT_TS
+    assert payload.id_attribute == ATTR_TRANSACTION_ID
+
+
+def test_every_stage_is_a_named_step(export):
+    names = export.transforms()
+    top = {t.unique_name for t in names.values() if "/" not in t.unique_name and t.unique_name
+           and not t.unique_name.startswith("ref_")}
+    # These names are the --update contract: Dataflow maps running state by them.
+    assert top == {"Read", "TransactionStats", "WriteWindows", "WriteDeadLetters"}
+    for stage in ("Parse", "Dedupe", "Window", "Aggregate"):
+        assert f"TransactionStats/{stage}" in names
+    assert names["TransactionStats/Parse/Validate/ParDo(ParseFn)"].spec.urn == (
+        "beam:transform:pardo:v1")
+    assert names["TransactionStats/Aggregate/Combine/CombinePerKey"].spec.urn == (
+        "beam:transform:combine_per_key:v1")
+    assert names["TransactionStats/Window/AssignWindows"].spec.urn == (
+        "beam:transform:window_into:v1")
+
+
+def test_dedupe_is_keyed_state_with_an_expiry_timer(export):
+    dedupe = export.transforms()["TransactionStats/Dedupe/FirstDelivery"]
+    pardo = api.ParDoPayload.FromString(dedupe.spec.payload)
+    assert set(pardo.state_specs) == {"seen"}
+    (timer,) = pardo.timer_family_specs.values()  # Beam names it "ts-expiry"
+    # Processing time: forgetting an id must never hold back the event-time watermark.
+    assert timer.time_domain == api.TimeDomain.PROCESSING_TIME
+
+
+def test_windows_are_event_time_with_allowed_lateness(export):
+    graph = export.graph
+    assign = export.transforms()["TransactionStats/Window/AssignWindows"]
+    (out,) = assign.outputs.values()
+    strategy = graph.components.windowing_strategies[
+        graph.components.pcollections[out].windowing_strategy_id]
+    assert strategy.window_fn.urn == "beam:window_fn:fixed_windows:v1"
+    assert strategy.allowed_lateness == 30_000
+    assert strategy.accumulation_mode == api.AccumulationMode.ACCUMULATING
+
+
+def test_writes_bigquery_with_streaming_inserts(export):
+    names = export.transforms()
+    assert "WriteWindows/WithInsertIds" in names  # deterministic ids: window + pane
+    assert "WriteWindows/StreamingInsert/ParDo(BigQueryWriteFn)" in names
+    dead = names["WriteDeadLetters/StreamingInsert"]
+    assert dead.spec.urn == "beam:transform:write_to_big_query:v0"
+    assert any(n.startswith("WriteDeadLetters/StreamingInsert/") and "BigQueryWriteFn" in n
+               for n in names)
+
+
+def test_txpipe_package_is_staged(export):
+    package = export.directory / "workflow.tar.gz"
+    assert package.is_file()
+    (pool,) = export.job["environment"]["workerPools"]
+    assert {"name": "workflow.tar.gz", "location": str(package)} in pool["packages"]
+    assert export.options["setup_file"].endswith("setup.py")
+    (environment,) = export.graph.components.environments.values()
+    staged = [api.ArtifactStagingToRolePayload.FromString(d.role_payload).staged_name
+              for d in environment.dependencies]
+    assert "workflow.tar.gz" in staged
+    with tarfile.open(package) as sdist:
+        files = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    assert {"setup.py", "pyproject.toml", "txpipe/pipeline.py", "txpipe/dataflow.py"} <= files
+
+
+@pytest.mark.parametrize("argv, says", [
+    ([], "--output"),
+    (["--output", "job", "--runner", "DirectRunner"], "not Dataflow"),
+    (["--output", "job", "--setup_file", "gs://bucket/setup.py"], "offline"),
+    (["--output", "job", "--temp_location", "/tmp/t"], "--temp_location"),
+    (["--output", "job", "--window-size", "0"], "WINDOW_SIZE_SECONDS"),
+    (["--output", "job", "--no-such-flag"], "unrecognized"),
+])
+def test_export_usage_errors_are_one_line_exit_2(argv, says, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert dataflow.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("txpipe export-job: error:") and says in err
+    assert not (tmp_path / "job" / "template.json").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--runner", "DataflowRunner"], "PROJECT_ID"),
+    (["--runner", "DataflowRunner", "--project", "my-project-1"], "--temp_location"),
+    (["--runner", "DataflowRunner", "--project", "my-project-1", "--temp_location", "/tmp/x"],
+     "gs://"),
+])
+def test_run_on_dataflow_refuses_what_the_service_would(argv, says, tmp_path, monkeypatch,
+                                                        capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PROJECT_ID", raising=False)
+    assert run_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err
