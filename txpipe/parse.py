@@ -28,6 +28,12 @@ def dead_letter(reason: Reason, message: str, raw: bytes | str) -> dict:
     }
 
 
+def _stamped(row: dict) -> TimestampedValue:
+    """A dead letter has no event time; its time is when it was seen. (A replayed line has the
+    minimum timestamp, which a streaming sink's time-based windows cannot represent.)"""
+    return TimestampedValue(row, Timestamp(micros=to_micros(row["seen_at"])))
+
+
 class ParseFn(beam.DoFn):
     """Counts are kept per bundle and flushed to Beam metrics once, off the per-element path."""
 
@@ -50,14 +56,13 @@ class ParseFn(beam.DoFn):
             tx = parse_message(raw)
         except ContractError as exc:
             self._counts[exc.reason] += 1
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(exc.reason, str(exc), raw))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTERS, _stamped(dead_letter(exc.reason, str(exc), raw)))
             return
         except Exception as exc:  # a bug here must not lose the message either
             self._counts[Reason.MALFORMED_JSON] += 1
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTERS,
-                dead_letter(Reason.MALFORMED_JSON, f"unparseable: {type(exc).__name__}: {exc}", raw),
-            )
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, _stamped(
+                dead_letter(Reason.MALFORMED_JSON, f"unparseable: {type(exc).__name__}: {exc}", raw)))
             return
         self._counts[VALID] += 1
         yield TimestampedValue(tx, Timestamp(micros=to_micros(tx.event_time)))

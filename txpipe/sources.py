@@ -39,11 +39,32 @@ class FileSource:
     streaming: bool = False
 
     def transform(self) -> beam.PTransform:
-        # Lines are kept as bytes so a line that is not UTF-8 reaches the parser intact and
-        # becomes a dead letter instead of failing the read.
-        return beam.io.ReadFromText(
-            self.pattern, coder=beam.coders.BytesCoder(), strip_trailing_newlines=True
-        )
+        return _ReadLines(self.pattern)
+
+
+class _ReadLines(beam.PTransform):
+    """Lines as bytes, so a line that is not UTF-8 reaches the parser intact and becomes a
+    dead letter instead of failing the read.
+
+    A streaming run (``--streaming``) on the DirectRunner cannot expand ReadFromText's
+    splittable DoFn ("was not replaced as expected"); there the files are matched and read by
+    ReadAllFromText's plain DoFns instead, which every runner supports.
+    """
+
+    def __init__(self, pattern: str):
+        super().__init__()
+        self.pattern = pattern
+
+    def expand(self, pbegin):
+        from apache_beam.options.pipeline_options import StandardOptions
+
+        coder = beam.coders.BytesCoder()
+        if pbegin.pipeline.options.view_as(StandardOptions).streaming:
+            return (pbegin
+                    | "Pattern" >> beam.Create([self.pattern])
+                    | "ReadAll" >> beam.io.ReadAllFromText(coder=coder))
+        return pbegin | "ReadFromText" >> beam.io.ReadFromText(
+            self.pattern, coder=coder, strip_trailing_newlines=True)
 
 
 @dataclass(frozen=True)
