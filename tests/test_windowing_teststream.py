@@ -8,6 +8,7 @@ Beam's trigger semantics stated next to each case, not from running the pipeline
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -34,14 +35,14 @@ def tx(tid: str, second: float, amount: str = "1.00") -> bytes:
     return encode_message(tid, Decimal(amount), BASE + timedelta(seconds=second))[0]
 
 
-def run(stream: Stream, spec: WindowSpec) -> list[tuple]:
+def run(stream: Stream, spec: WindowSpec, horizon: int = 600) -> list[tuple]:
     """Run ``stream`` through TransactionStats; rows as (start s, end s, timing, index,
     count, sum, min, max), in the order windows and panes fire."""
     _ROWS.clear()
     options = PipelineOptions([])
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as pipeline:
-        result = pipeline | stream | TransactionStats(spec)
+        result = pipeline | stream | TransactionStats(spec, dedupe_horizon_seconds=horizon)
         result.windows | beam.Map(_keep)
     rows = sorted(_ROWS, key=lambda r: (r["window_start_time"], r["pane_index"]))
     return [(_sec(r["window_start_time"]), _sec(r["window_end_time"]), r["pane_timing"],
@@ -230,3 +231,25 @@ def test_duplicates_count_once_across_panes(accumulation):
         assert [r[4] for r in rows] == [2, 3]
     else:
         assert [r[4] for r in rows] == [2, 1]
+
+
+def test_the_dedupe_horizon_is_processing_time():
+    """A re-send inside the horizon counts once; one after it (processing time) counts again:
+    Pub/Sub redelivers within its ack deadlines, so the state need not live forever."""
+    def stream():
+        return (
+            Stream()
+            .advance_watermark_to(T0)
+            .add_elements([tx("a", 1, "0.10")])
+            .advance_processing_time(30)
+            .add_elements([tx("a", 1, "0.10")])    # inside the 60 s horizon: dropped
+            # the horizon has passed: "a" is forgotten. (TestStream's processing clock starts at
+            # the epoch while the timer is set from the wall clock, so jump past the wall clock.)
+            .advance_processing_time(int(time.time()) + 100)
+            .add_elements([tx("a", 1, "0.10")])    # counted again
+            .advance_watermark_to_infinity()
+        )
+    rows = run(stream(), WindowSpec(size_seconds=30), horizon=60)
+    assert [r[2:6] for r in rows] == [("ON_TIME", 0, 2, D("0.20"))]
+    rows = run(stream(), WindowSpec(size_seconds=30), horizon=600)
+    assert [r[2:6] for r in rows] == [("ON_TIME", 0, 1, D("0.10"))]
