@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint notebooks lab bench clean install
+.PHONY: demo test lint notebooks lab bench clean install export-job flex-template flex-run
 
 install: $(STAMP)
 
@@ -23,6 +23,18 @@ test: $(STAMP) lint
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+# Dataflow (docs/dataflow.md). export-job needs no cloud account: it writes the streaming job
+# that `run --runner DataflowRunner` would submit to ./job. flex-template / flex-run build and
+# run the Flex Template with gcloud; they refuse without a real PROJECT_ID.
+export-job: $(STAMP)
+	$(PY) -m txpipe export-job --output job --streaming
+
+flex-template: $(STAMP)
+	PY=$(PY) dataflow/flex-template.sh build
+
+flex-run: $(STAMP)
+	PY=$(PY) dataflow/flex-template.sh run
 
 clean:
 	rm -rf .local build dist *.egg-info .pytest_cache .ruff_cache

@@ -118,16 +118,22 @@ def check_submission(options) -> None:
 
 
 def submission_line(result) -> str | None:
-    """What to tell the user after a Dataflow job was submitted and left running."""
-    job_id = getattr(result, "job_id", None)
-    if not callable(job_id) or getattr(result, "_job", None) is None:
+    """What to say after a Dataflow run returned; None when its counters say it better."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+
+    if not isinstance(result, DataflowPipelineResult):
         return None
-    job = result._job
-    region, project = job.location, job.project_id
-    return (f"submitted Dataflow job {job.name} ({job_id()}); follow it at "
-            f"https://console.cloud.google.com/dataflow/jobs/{region}/{job_id()}"
-            f"?project={project} — stop it with `gcloud dataflow jobs drain {job_id()} "
-            f"--region {region}`")
+    gcp = result._options.view_as(GoogleCloudOptions)
+    if not result.has_job:  # a template (the Flex Template launcher asks for one): no job yet
+        return f"wrote the Dataflow job to {gcp.template_location}"
+    if result.is_in_terminal_state():
+        return None
+    job_id, region = result.job_id(), gcp.region
+    return (f"submitted Dataflow job {gcp.job_name} ({job_id}); follow it at "
+            f"https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}"
+            f"?project={gcp.project}; stop it with "
+            f"`gcloud dataflow jobs drain {job_id} --region {region}`")
 
 
 @dataclass(frozen=True)

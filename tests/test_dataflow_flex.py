@@ -1,0 +1,171 @@
+"""The Flex Template, checked offline: its metadata is what Dataflow's API accepts, every
+parameter is a real ``run`` flag whose default it states and whose regex accepts it, and the
+build / run commands refuse to touch the cloud without a real project."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.cloud.dataflow_v1beta3.types import TemplateMetadata
+
+from txpipe import dataflow
+from txpipe.cli import build_parser, plan
+from txpipe.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+METADATA = ROOT / "dataflow" / "metadata.json"
+#: Valid values for the parameters that have no default.
+EXAMPLES = {
+    "subscription": "projects/my-project-1/subscriptions/transactions-sub",
+    "dead_letter_topic": "projects/my-project-1/topics/transactions-dead-letters",
+    "window_period": "15",
+    "breakdown": "category",
+}
+
+
+@pytest.fixture(scope="module")
+def metadata() -> dict:
+    return json.loads(METADATA.read_text())
+
+
+def option(name: str):
+    """The ``run`` parser action a Flex parameter ``name`` becomes."""
+    (flag,) = dataflow.flex_args([f"--{name}=x"])
+    flag = flag.partition("=")[0]
+    actions = {opt: a for a in build_parser()._actions for opt in a.option_strings}
+    assert flag in actions, f"parameter {name!r} is no `run` flag"
+    return actions[flag]
+
+
+def default_of(name: str) -> str:
+    dest = option(name).dest
+    value = Settings.model_fields[dest].default if dest in Settings.model_fields else None
+    return str(getattr(value, "value", value))
+
+
+def test_metadata_is_what_the_dataflow_api_accepts(metadata):
+    parsed = TemplateMetadata.from_json(METADATA.read_text())  # unknown fields raise
+    assert parsed.streaming and parsed.supports_exactly_once
+    # At-least-once mode may replay a shuffle into the combine: sums would double count.
+    assert not parsed.supports_at_least_once
+    for p in parsed.parameters:
+        assert p.label and p.help_text and p.is_optional, p.name
+
+
+def test_every_parameter_is_a_run_flag_with_a_valid_default(metadata):
+    names = [p["name"] for p in metadata["parameters"]]
+    assert len(names) == len(set(names))
+    for p in metadata["parameters"]:
+        action = option(p["name"])
+        regexes = [re.compile(r) for r in p["regexes"]]
+        value = p.get("defaultValue", EXAMPLES.get(p["name"]))
+        assert value is not None, f"{p['name']}: no default and no example"
+        if "defaultValue" in p:
+            assert p["defaultValue"] == default_of(p["name"]), p["name"]
+        assert all(r.fullmatch(value) for r in regexes), (p["name"], value)
+        assert not any(r.fullmatch(value + " ;rm") for r in regexes), p["name"]
+        if p.get("enumOptions"):
+            values = [o["value"] for o in p["enumOptions"]]
+            assert all(all(r.fullmatch(v) for r in regexes) for v in values)
+            if action.choices:
+                assert sorted(values) == sorted(action.choices)
+
+
+def test_all_parameters_together_make_a_valid_run(metadata, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no .env
+    values = {p["name"]: p.get("defaultValue", EXAMPLES.get(p["name"]))
+              for p in metadata["parameters"]}
+    values["window_type"] = "sliding"
+    run = plan(dataflow.flex_args([f"--{k}={v}" for k, v in values.items()]))
+    assert run.settings.window_period_seconds == 15
+    assert run.settings.bigquery_dataset_id == values["bigquery_dataset"]
+    assert run.source.subscription == values["subscription"]
+    assert run.breakdown == "category" and run.dead_letter_topic == values["dead_letter_topic"]
+
+
+def test_launch_runs_on_dataflow_with_beam_options_untouched(monkeypatch):
+    seen = []
+    monkeypatch.setattr("txpipe.cli.main", lambda argv: seen.append(argv) or 0)
+    assert dataflow.launch(["--window_size=60", "--num_workers=3", "--project=my-project-1"]) == 0
+    assert seen == [["--window-size=60", "--num_workers=3", "--project=my-project-1",
+                     "--runner=DataflowRunner"]]
+
+
+def test_template_result_names_the_written_job():
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.dataflow.dataflow_runner import (
+        DataflowPipelineResult,
+        DataflowRunner,
+    )
+
+    options = PipelineOptions(["--template_location", "gs://b/launch/job_object"])
+    result = DataflowPipelineResult(None, DataflowRunner(), options)
+    assert dataflow.submission_line(result) == "wrote the Dataflow job to gs://b/launch/job_object"
+
+
+def test_dockerfile_runs_the_launcher_on_the_installed_package():
+    lines = [line.strip() for line in (ROOT / "dataflow" / "Dockerfile").read_text().splitlines()]
+    base = next(line for line in lines if line.startswith("ARG LAUNCHER_IMAGE="))
+    assert re.search(r"gcr\.io/dataflow-templates-base/python311-template-launcher-base$", base)
+    assert "FROM ${LAUNCHER_IMAGE}" in lines
+    assert "COPY dataflow/main.py ./main.py" in lines
+    assert 'ENV FLEX_TEMPLATE_PYTHON_PY_FILE="${WORKDIR}/main.py"' in lines
+    assert 'ENV FLEX_TEMPLATE_PYTHON_SETUP_FILE="${WORKDIR}/setup.py"' in lines
+    assert any("pip install --no-cache-dir -e ." in line for line in lines)
+    assert lines[-1] == 'ENTRYPOINT ["/opt/google/dataflow/python_template_launcher"]'
+    admitted = (ROOT / "dataflow" / "Dockerfile.dockerignore").read_text()
+    for line in lines:
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert f"!{source.rstrip('/')}" in admitted.replace("/\n", "\n"), source
+                assert (ROOT / source).exists(), source
+
+
+def _flex(action: str, project: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PROJECT_ID": project, "DRY_RUN": "1",
+           "PY": sys.executable}
+    return subprocess.run([str(ROOT / "dataflow" / "flex-template.sh"), action], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_flex_template_refuses_the_offline_project():
+    proc = _flex("build", dataflow.local_project())
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "PROJECT_ID" in proc.stderr
+
+
+def test_flex_template_commands(tmp_path):
+    build = _flex("build", "my-project-1")
+    assert build.returncode == 0, build.stderr
+    assert "gcloud builds submit --project my-project-1 --config dataflow/cloudbuild.yaml" in (
+        build.stdout)
+    assert ("gcloud dataflow flex-template build gs://my-project-1-txpipe/templates/txpipe.json"
+            in build.stdout and "--metadata-file dataflow/metadata.json" in build.stdout)
+    run = _flex("run", "my-project-1")
+    assert run.returncode == 0, run.stderr
+    for flag in ("--enable-streaming-engine", "--num-workers 2", "--max-workers 10",
+                 "--worker-machine-type n1-standard-2", "--staging-location gs://"):
+        assert flag in run.stdout
+
+
+@pytest.mark.skipif(shutil.which("gcloud") is None, reason="needs the Google Cloud CLI")
+def test_gcloud_builds_the_spec_from_our_metadata(metadata):
+    proc = subprocess.run(
+        ["gcloud", "dataflow", "flex-template", "build", "gs://my-bucket/t.json",
+         "--image", "example.com/txpipe-flex:1", "--sdk-language", "PYTHON",
+         "--metadata-file", str(METADATA), "--print-only", "--project", "my-project-1"],
+        env={**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    spec = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert spec["image"] == "example.com/txpipe-flex:1"
+    assert spec["sdkInfo"]["language"] == "PYTHON"
+    assert [p["name"] for p in spec["metadata"]["parameters"]] == [
+        p["name"] for p in metadata["parameters"]]
