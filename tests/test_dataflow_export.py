@@ -209,6 +209,7 @@ def test_txpipe_package_is_staged(export):
     (["--output", "job", "--runner", "DirectRunner"], "not Dataflow"),
     (["--output", "job", "--setup_file", "gs://bucket/setup.py"], "offline"),
     (["--output", "job", "--temp_location", "/tmp/t"], "--temp_location"),
+    (["--output", "job", "--update", "--job_name", "txpipe"], "--update"),
     (["--output", "job", "--window-size", "0"], "WINDOW_SIZE_SECONDS"),
     (["--output", "job", "--no-such-flag"], "unrecognized"),
 ])

@@ -178,6 +178,9 @@ def _refuse_remote(rest: list[str]) -> None:
         raise UsageError(f"export-job works offline and cannot use {remote!r}: give local "
                          "paths (a gs:// path needs the network)")
     gcp = PipelineOptions(rest).view_as(GoogleCloudOptions)
+    if gcp.update:
+        raise UsageError("--update looks up the running job on the service; export-job "
+                         "works offline, so leave it out (names are in pipeline.pb)")
     for flag in _OWN_LOCATIONS:
         if getattr(gcp, flag):
             raise UsageError(f"--{flag} is chosen by export-job (inside --output); drop it")
