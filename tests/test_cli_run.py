@@ -85,7 +85,8 @@ def replay(tmp_path_factory):
                         "--window-size", "10", "--breakdown", "category"], work)
     duck = txpipe_run(["--source", "file", "--input", "data/part-*.txt", "--sink", "duckdb",
                        "--output", "warehouse/local.duckdb"], work,
-                      BIGQUERY_TABLE_ID="window_stats")  # the environment beats .env
+                      BIGQUERY_TABLE_ID="window_stats",  # the environment beats .env
+                      LOG_LEVEL="WARNING")
     streaming = txpipe_run(["--source", "file", "--input", "data/part-*.txt", "--sink", "jsonl",
                             "--output", "stream/windows", "--dead-letter-output", "stream/dead",
                             "--streaming"], work)  # a Beam option, passed through
@@ -114,6 +115,16 @@ def test_jsonl_run_succeeds_and_reports_its_counts(replay):
     assert counts["dead_lettered"] == bad
     for reason, k in Counter(reason for _, reason in replay["bad"]).items():
         assert counts[reason] == k
+
+
+def test_logs_are_json_lines_without_per_element_chatter(replay):
+    _, _, err = replay["jsonl"]
+    entries = [json.loads(line) for line in err.splitlines()]  # stderr is not a terminal
+    assert entries and all({"ts", "level", "logger", "message"} <= set(e) for e in entries)
+    assert any(e["level"] == "INFO" and e["logger"] == "txpipe.run" for e in entries)
+    assert len(entries) < 10  # hundreds of messages, a handful of lines
+    _, _, quiet = replay["duckdb"]  # LOG_LEVEL=WARNING
+    assert all(json.loads(line)["level"] != "INFO" for line in quiet.splitlines())
 
 
 def test_jsonl_windows_equal_the_recount_with_the_flag_window_size(replay):
