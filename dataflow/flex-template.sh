@@ -2,8 +2,9 @@
 # `make flex-template` (build) and `make flex-run` (run): txpipe's Dataflow Flex Template with
 # the documented gcloud commands (docs/dataflow.md). Needs a real project: PROJECT_ID from the
 # environment or .env, exactly as `python -m txpipe config` reads it; the offline default is
-# refused. Override BUCKET, REPOSITORY, TAG, IMAGE, TEMPLATE, JOB_NAME or PARAMETERS
-# (name=value,name=value) in the environment; DRY_RUN=1 prints the commands without running them.
+# refused. Override BUCKET, REPOSITORY, TAG, IMAGE, TEMPLATE, JOB_NAME, SERVICE_ACCOUNT or
+# PARAMETERS (name=value,name=value) in the environment; DRY_RUN=1 prints the commands
+# without running them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +44,7 @@ case "$action" in
             --staging-location "gs://$BUCKET/staging" --temp-location "gs://$BUCKET/tmp" \
             --enable-streaming-engine --num-workers 2 --max-workers 10 \
             --worker-machine-type n1-standard-2 \
+            ${SERVICE_ACCOUNT:+--service-account-email "$SERVICE_ACCOUNT"} \
             --parameters "${PARAMETERS:-bigquery_dataset=$(setting BIGQUERY_DATASET_ID)}"
         ;;
     *)
