@@ -231,7 +231,13 @@ MISTAKES = {
     "bad env value": (GOOD, {"WINDOW_SIZE_SECONDS": "thirty"}, "WINDOW_SIZE_SECONDS"),
     "bad env choice": (GOOD, {"WINDOW_TYPE": "hopping"}, "WINDOW_TYPE"),
     "bad breakdown": (GOOD + ["--breakdown", "amount"], {}, "--breakdown"),
-    "bad sink": (GOOD[:-3] + ["--sink", "parquet"], {}, "--sink"),
+    "bad sink": (GOOD[:-4] + ["--sink", "parquet"], {}, "--sink"),
+    "bigquery sink with --output": (GOOD[:-4] + ["--sink", "bigquery", "--output", "out/w"], {},
+                                    "BIGQUERY_TABLE_ID"),
+    "--input with pubsub": (["--source", "pubsub", "--input", "in.txt", "--sink", "jsonl",
+                             "--output", "out/w"], {}, "--input"),
+    "dead-letter topic in batch": (GOOD + ["--dead-letter-topic", "projects/p/topics/t"], {},
+                                   "--dead-letter-topic"),
 }
 
 
