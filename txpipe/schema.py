@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from txpipe import money
-from txpipe.contract import format_timestamp
+from txpipe.contract import UTC, format_timestamp
 
 
 class Kind(str, Enum):
@@ -89,7 +89,7 @@ class Table:
             if value is None:
                 out[c.name] = None
             elif c.kind is Kind.TIMESTAMP:
-                out[c.name] = format_timestamp(value) if isinstance(value, datetime) else value
+                out[c.name] = _timestamp_text(value) if isinstance(value, datetime) else value
             elif c.kind is Kind.MONEY:
                 out[c.name] = money.to_text(Decimal(value))
             else:
@@ -125,6 +125,14 @@ class Table:
                     Decimal(1).scaleb(-money.SCALE), context=money.CONTEXT) for v in values]
             columns[c.name] = values
         return pa.Table.from_pydict(columns, schema=schema)
+
+
+def _timestamp_text(moment: datetime) -> str:
+    """Milliseconds like publishers write them, or microseconds when those are not zero:
+    a session window starts at an event time, and BigQuery and DuckDB keep microseconds."""
+    if moment.microsecond % 1000:
+        return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return format_timestamp(moment)
 
 
 _PANE = (
