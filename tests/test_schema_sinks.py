@@ -106,13 +106,22 @@ def test_json_row_is_rfc3339_utc_and_exact_money():
     assert list(out) == list(WINDOW_STATS.names)
     assert out["window_start_time"] == "2026-11-27T10:00:30.000Z"
     assert out["window_end_time"] == "2026-11-27T10:01:00.000Z"
-    assert out["processed_at"] == "2026-11-27T12:00:00.123Z"
+    assert out["processed_at"] == "2026-11-27T12:00:00.123456Z"  # microseconds are kept
     assert out["total_amount_sum"] == "1000000.00"
     assert out["max_amount"] == "999999.99"
     assert out["min_amount"] == "0.000000001"
     assert out["avg_transaction_amount"] is None
     assert out["total_transactions"] == 3 and out["pane_index"] == 0
     assert WINDOW_STATS.to_jsonl(row).startswith('{"window_start_time":"2026-11-27T10:00:30.000Z"')
+
+
+def test_json_timestamps_keep_microseconds_of_session_windows():
+    start = datetime(2026, 11, 27, 10, 0, 0, 250_001, tzinfo=UTC)  # a session's first event
+    out = WINDOW_STATS.to_json_row(_row(start))
+    assert out["window_start_time"] == "2026-11-27T10:00:00.250001Z"
+    assert out["window_end_time"] == "2026-11-27T10:00:30.250001Z"
+    assert WINDOW_STATS.to_json_row(_row(start.replace(microsecond=250_000)))[
+        "window_start_time"] == "2026-11-27T10:00:00.250Z"
 
 
 def test_insert_ids_are_stable_per_window_and_pane():
