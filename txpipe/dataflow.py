@@ -19,8 +19,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from txpipe.cli import UsageError
+
+if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.runner import PipelineResult
 
 #: The seed system's production shape; each is a default, any flag given wins.
 RECOMMENDED_WORKERS = {
@@ -60,7 +65,7 @@ def local_project() -> str:
     return Settings.model_fields["project_id"].default
 
 
-def apply_defaults(options, streaming: bool) -> None:
+def apply_defaults(options: PipelineOptions, streaming: bool) -> None:
     """Fill what a Dataflow job needs and the user did not say (in place)."""
     from apache_beam.options.pipeline_options import (
         GoogleCloudOptions,
@@ -84,7 +89,7 @@ def apply_defaults(options, streaming: bool) -> None:
         setup.setup_file = package_setup_file()
 
 
-def check_submission(options) -> None:
+def check_submission(options: PipelineOptions) -> None:
     """Refuse, in one line, what would fail only after minutes of staging on the service."""
     from apache_beam.options.pipeline_options import (
         GoogleCloudOptions,
@@ -117,12 +122,12 @@ def check_submission(options) -> None:
                          "or --sdk_container_image IMAGE")
 
 
-def submission_line(result) -> str | None:
+def submission_line(result: PipelineResult) -> str | None:
     """What to say after a Dataflow run returned; None when its counters say it better."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
     from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
 
-    if not isinstance(result, DataflowPipelineResult):
+    if not isinstance(result, DataflowPipelineResult) or result._options is None:
         return None
     gcp = result._options.view_as(GoogleCloudOptions)
     if not result.has_job:  # a template (the Flex Template launcher asks for one): no job yet
