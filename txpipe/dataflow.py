@@ -104,8 +104,9 @@ def check_submission(options: PipelineOptions) -> None:
     if gcp.project == local_project():
         raise UsageError(f"DataflowRunner needs your Google Cloud project: set PROJECT_ID or "
                          f"--project ({local_project()!r} is the offline default)")
-    location = gcp.temp_location or gcp.staging_location
-    if not location:
+    # The Flex Template launcher asks for a template in its own staging bucket; Beam then
+    # finds (or creates) a default bucket for temp files on the cloud side.
+    if not (gcp.temp_location or gcp.staging_location or gcp.template_location):
         raise UsageError("DataflowRunner needs --temp_location gs://BUCKET/tmp "
                          "(and optionally --staging_location gs://BUCKET/staging)")
     for flag in ("temp_location", "staging_location"):
