@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("project")
     g.add_argument("--project", dest="project_id")
     g.add_argument("--region")
-    g.add_argument("--bigquery-dataset", dest="bigquery_dataset_id",
+    g.add_argument("--bigquery-dataset", dest="bigquery_dataset_id", metavar="DATASET",
                    help="bigquery sink: dataset (default BIGQUERY_DATASET_ID)")
-    g.add_argument("--bigquery-table", dest="bigquery_table_id",
+    g.add_argument("--bigquery-table", dest="bigquery_table_id", metavar="TABLE",
                    help="bigquery sink: window table (default BIGQUERY_TABLE_ID)")
     g.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     return p

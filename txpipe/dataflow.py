@@ -164,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     from txpipe.cli import _Parser
 
     p = _Parser(prog="python -m txpipe export-job", allow_abbrev=False, add_help=False,
+                usage="%(prog)s --output DIR [--streaming] [run flags] [Beam options]",
                 description="Write the job `python -m txpipe run --runner DataflowRunner` would "
                 "submit — template.json, pipeline.pb and the staged txpipe package — to a local "
                 "directory, offline and without credentials. Every other flag is a `run` flag "
