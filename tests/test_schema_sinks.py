@@ -137,6 +137,9 @@ def test_insert_ids_are_stable_per_window_and_pane():
     assert insert_id(first, WINDOW_STATS) != insert_id(
         _row(start + timedelta(seconds=30)), WINDOW_STATS)
     assert len(insert_id(first, WINDOW_STATS)) <= 128
+    # a new job (after a drain) numbers panes from 0 again: its ids must differ
+    assert insert_id(first, WINDOW_STATS, "run-a") == insert_id(retried, WINDOW_STATS, "run-a")
+    assert insert_id(first, WINDOW_STATS, "run-a") != insert_id(first, WINDOW_STATS, "run-b")
 
 
 def _write(path: str, rows: list[dict], dead: list[dict]) -> None:

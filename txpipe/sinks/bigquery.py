@@ -1,7 +1,9 @@
 """BigQuery, the production warehouse, through Beam's streaming-insert writer.
 
 Window rows carry insert ids derived from window and pane, so when a bundle is retried
-BigQuery's best-effort insert-id dedupe sees the same id and keeps one row. (Beam's own
+BigQuery's best-effort insert-id dedupe sees the same id and keeps one row. The ids also carry
+a run id drawn when the pipeline is built: a job started after a drain numbers its panes from
+0 again, and its rows must not be taken for retries of the old job's. (Beam's own
 WriteToBigQuery draws random ids per bundle; those protect against its own retries only.)
 Dead letters have no natural id and go through WriteToBigQuery as they are.
 """
@@ -9,6 +11,7 @@ Dead letters have no natural id and go through WriteToBigQuery as they are.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -19,9 +22,9 @@ from txpipe.contract import format_timestamp
 from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
 
 
-def insert_id(row: dict, table: Table) -> str:
-    """Stable id of a pane: the table key's values, hashed (BigQuery allows 128 chars)."""
-    parts = []
+def insert_id(row: dict, table: Table, run_id: str = "") -> str:
+    """Stable id of a pane: the run and the table key's values, hashed (BigQuery allows 128)."""
+    parts = [run_id]
     for name in table.key:
         value = row[name]
         parts.append(format_timestamp(value) if hasattr(value, "tzinfo") else str(value))
@@ -31,16 +34,18 @@ def insert_id(row: dict, table: Table) -> str:
 class WritePanesToBigQuery(beam.PTransform):
     """Rows -> streaming inserts with deterministic insert ids."""
 
-    def __init__(self, table_spec: str, table: Table, batch_size: int = 500):
+    def __init__(self, table_spec: str, table: Table, batch_size: int = 500,
+                 run_id: str | None = None):
         super().__init__()
         self.table_spec, self.table, self.batch_size = table_spec, table, batch_size
+        self.run_id = run_id or uuid.uuid4().hex
 
     def expand(self, rows):
-        table, spec = self.table, self.table_spec
+        table, spec, run_id = self.table, self.table_spec, self.run_id
         return (
             rows
             | "WithInsertIds" >> beam.Map(
-                lambda row: (spec, (table.to_json_row(row), insert_id(row, table))))
+                lambda row: (spec, (table.to_json_row(row), insert_id(row, table, run_id))))
             | "StreamingInsert" >> beam.ParDo(BigQueryWriteFn(
                 batch_size=self.batch_size,
                 schema=table.bigquery_schema(),
