@@ -82,8 +82,9 @@ class WindowSpec:
             WindowType.SESSION: f"sessions with a {self.gap_seconds}s gap",
         }[self.kind]
         early = f", early panes every {self.early_firing_seconds}s" if self.early_firing_seconds else ""
-        return (f"{shape} event-time windows, allowed lateness {self.allowed_lateness_seconds}s"
-                f"{early}, {self.accumulation.value} panes")
+        late = (f"allowed lateness {self.allowed_lateness_seconds}s" if self.late_firings
+                else "no late panes (late data dropped)")
+        return f"{shape} event-time windows, {late}{early}, {self.accumulation.value} panes"
 
 
 class WindowTransactions(beam.PTransform):
