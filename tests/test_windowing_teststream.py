@@ -127,6 +127,7 @@ def test_late_firings_off_drops_late_data_after_the_on_time_pane():
     rows = run(early_on_time_late_stream(), WindowSpec(
         size_seconds=30, allowed_lateness_seconds=30, late_firings=False))
     assert [r[2:6] for r in rows] == [("ON_TIME", 0, 3, D("1000000.29"))]
+    assert "no late panes" in WindowSpec(late_firings=False).describe()
 
 
 def test_zero_allowed_lateness_drops_anything_behind_the_watermark():
