@@ -600,6 +600,24 @@ def conservation(frame: pd.DataFrame, counters: dict[str, int], windows: pd.Data
     return table
 
 
+def bad_examples(messages: Iterable[Any], width: int = 70) -> pd.DataFrame:
+    """The first bad record of each reason: its payload and the contract's verdict on it."""
+    from txpipe.contract import decode_payload, validate
+
+    rows, seen = [], set()
+    for m in messages:
+        reason = getattr(m.reason, "value", m.reason)
+        if reason is None or reason in seen:
+            continue
+        seen.add(reason)
+        verdict = validate(m.data)
+        payload = decode_payload(m.data)
+        rows.append({"reason": reason, "variant": m.variant,
+                     "payload": payload if len(payload) <= width else payload[:width] + "…",
+                     "verdict": getattr(verdict, "message", "valid")})
+    return pd.DataFrame(rows).sort_values("reason").set_index("reason")
+
+
 def dead_letter_reasons(frame: pd.DataFrame, counters: dict[str, int]) -> pd.DataFrame:
     """Per reason: how many bad records the simulator made and the pipeline's counter."""
     made = frame[frame["kind"] == "malformed"]["reason"].value_counts()
@@ -629,3 +647,31 @@ def job_steps(pipeline_pb_path) -> pd.DataFrame:
             rows.append({"step": top.unique_name, "inside": ", ".join(
                 transforms[s].unique_name.rsplit("/", 1)[-1] for s in top.subtransforms)})
     return pd.DataFrame(rows)
+
+
+def job_summary(template_path) -> pd.DataFrame:
+    """What an exported Dataflow job (template.json) asks the service for, in a few rows."""
+    import json
+
+    with open(template_path) as fh:
+        job = json.load(fh)
+    env = job.get("environment", {})
+    pool = (env.get("workerPools") or [{}])[0]
+    scaling = pool.get("autoscalingSettings", {})
+    experiments = env.get("experiments", [])
+    options = {d["key"]: d["value"] for d in env.get("sdkPipelineOptions", {}).get("display_data", [])}
+    rows = [
+        ("job name", job.get("name")),
+        ("job type", job.get("type")),
+        ("Streaming Engine", "enable_streaming_engine" in experiments),
+        ("Runner v2", "use_runner_v2" in experiments),
+        ("workers at start", pool.get("numWorkers")),
+        ("max workers", scaling.get("maxNumWorkers")),
+        ("autoscaling", scaling.get("algorithm")),
+        ("machine type", pool.get("machineType")),
+        ("project", options.get("project")),
+        ("region", options.get("region")),
+        ("packages staged", ", ".join(p["name"] for p in pool.get("packages", []))),
+        ("SDK container", pool.get("workerHarnessContainerImage")),
+    ]
+    return pd.DataFrame(rows, columns=["setting", "value"]).set_index("setting")
