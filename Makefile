@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest tests
+	$(PY) -m pytest --nbval notebooks --nbval-current-env --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -35,6 +36,16 @@ flex-template: $(STAMP)
 
 flex-run: $(STAMP)
 	PY=$(PY) dataflow/flex-template.sh run
+
+# Notebooks (notebooks/README.md): `lab` opens them; `notebooks` re-executes every one and saves
+# its outputs in place (seeded data, fixed timestamps: the same results each time).
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks
+
+notebooks: $(STAMP)
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=600 \
+		--ExecutePreprocessor.record_timing=False notebooks/[0-9]*.ipynb
 
 clean:
 	rm -rf .local build dist *.egg-info .pytest_cache .ruff_cache

@@ -17,6 +17,7 @@ tested by re-running them and comparing their outputs.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import math
 import threading
@@ -259,15 +260,18 @@ def plot_windows(table: pd.DataFrame, title: str = "window statistics"):
     ax_sum.plot(starts, table["total_amount_sum"].astype(float), marker="o", ms=3,
                 color="#dd8452")
     ax_sum.set_ylabel("total amount")
-    lo = table["min_amount"].astype(float)
-    hi = table["max_amount"].astype(float)
-    ax_band.fill_between(starts, lo, hi, step="post", alpha=0.3, color="#55a868",
-                         label="min – max")
-    ax_band.step(starts, table["avg_transaction_amount"].astype(float), where="post",
-                 color="#2d6a3e", label="average")
+    # Steps drawn over [start, end) of every window: repeat the last value at the last end.
+    edges = list(starts) + [table["window_end_time"].iloc[-1] if "window_end_time" in table
+                            else starts[-1]]
+    lo = list(table["min_amount"].astype(float))
+    hi = list(table["max_amount"].astype(float))
+    avg = list(table["avg_transaction_amount"].astype(float))
+    ax_band.fill_between(edges, lo + lo[-1:], hi + hi[-1:], step="post", alpha=0.3,
+                         color="#55a868", label="min – max")
+    ax_band.step(edges, avg + avg[-1:], where="post", color="#2d6a3e", label="average")
     ax_band.set_yscale("log")
     ax_band.set_ylabel("amount")
-    ax_band.legend(loc="upper right")
+    ax_band.legend(loc="upper left", fontsize=8)
     ax_band.set_xlabel("window start (UTC)")
     fig.suptitle(title)
     fig.tight_layout()
@@ -626,6 +630,127 @@ def dead_letter_reasons(frame: pd.DataFrame, counters: dict[str, int]) -> pd.Dat
     table = pd.DataFrame(rows, columns=["reason", "simulator made", "pipeline counted"])
     table["equal"] = table["simulator made"] == table["pipeline counted"]
     return table.set_index("reason")
+
+
+# --- live, from the Pub/Sub emulator ---------------------------------------------------------
+
+
+class LiveStack:
+    """The Pub/Sub emulator for the live notebook.
+
+    :meth:`connect` uses the emulator ``PUBSUB_EMULATOR_HOST`` names when it answers; else it
+    starts one on a free port through :class:`txpipe.local.PubSubEmulator` (stopped, by PID,
+    in :meth:`stop`); when neither is possible :attr:`available` is False and :attr:`status`
+    says why, so the notebook's cells can skip cleanly.
+    """
+
+    def __init__(self) -> None:
+        self.emulator = None
+        self.host: str | None = None
+        self.status = ""
+        self._previous_env: str | None = None
+        self._publishers: list[threading.Thread] = []
+        self._stop_publishing = threading.Event()
+
+    @property
+    def available(self) -> bool:
+        return self.host is not None
+
+    @classmethod
+    def connect(cls) -> LiveStack:
+        import os
+
+        from txpipe.local import EmulatorError, PubSubEmulator
+
+        stack = cls()
+        stack._previous_env = os.environ.get("PUBSUB_EMULATOR_HOST")
+        host = stack._previous_env
+        if host and _answers(host):
+            stack.host = host
+            stack.status = "using the running Pub/Sub emulator (PUBSUB_EMULATOR_HOST)"
+            return stack
+        try:
+            stack.emulator = PubSubEmulator().start()
+        except EmulatorError as exc:
+            stack.status = f"no Pub/Sub emulator: {exc}"
+            return stack
+        # Started with a session of its own, it would outlive a kernel that dies mid-notebook.
+        atexit.register(stack.stop)
+        stack.host = stack.emulator.emulator_host
+        os.environ["PUBSUB_EMULATOR_HOST"] = stack.host
+        stack.status = "started a Pub/Sub emulator for this notebook (stopped at the end)"
+        return stack
+
+    def resources(self, name: str, subscriptions: Sequence[str], **overrides: Any):
+        """A topic of this run's own and one subscription per reader; returns their Settings
+        (``overrides``: other settings, e.g. ``window_size_seconds``)."""
+        import uuid
+
+        from txpipe.config import load_settings
+        from txpipe.resources import ensure_pubsub
+
+        tag = uuid.uuid4().hex[:8]
+        made = []
+        for sub in subscriptions:
+            settings = load_settings(
+                env_file=None, pubsub_topic_id=f"{name}-{tag}",
+                pubsub_subscription_id=f"{name}-{tag}-{sub}",
+                pubsub_dead_letter_topic_id=f"{name}-{tag}-dead", **overrides)
+            ensure_pubsub(settings, emulator_host=self.host)
+            made.append(settings)
+        return made
+
+    def publish_in_background(self, cfg, topic_path: str) -> dict:
+        """Publish ``cfg``'s stream (paced, stamped now) from a thread; the returned dict gets
+        ``stats`` (simulator PublishStats) and ``truth`` (its ground truth) when it is done."""
+        from simulator import TruthBuilder, publish
+
+        outcome: dict[str, Any] = {}
+        truth = TruthBuilder(cfg.window_size)
+
+        def work() -> None:
+            outcome["stats"] = publish(cfg, topic_path, stop_event=self._stop_publishing,
+                                       truth=truth, paced=True)
+            outcome["truth"] = truth.build(outcome["stats"].config or cfg)
+
+        thread = threading.Thread(target=work, name="publisher", daemon=True)
+        thread.start()
+        self._publishers.append(thread)
+        outcome["thread"] = thread
+        return outcome
+
+    def stop(self) -> str:
+        import os
+
+        self._stop_publishing.set()
+        for thread in self._publishers:
+            thread.join(timeout=30)
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+            if self._previous_env is None:
+                os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+            else:
+                os.environ["PUBSUB_EMULATOR_HOST"] = self._previous_env
+            return "stopped the emulator this notebook started"
+        return "nothing to stop" if not self.available else "left the running emulator alone"
+
+
+def _answers(host: str) -> bool:
+    from txpipe.local import _http_answers
+
+    return _http_answers(f"http://{host}/")
+
+
+def streaming_interactive_pipeline():
+    """An InteractiveRunner pipeline in streaming mode, for unbounded sources (Pub/Sub)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
+
+    options = PipelineOptions([])
+    options.view_as(StandardOptions).streaming = True
+    return beam.Pipeline(InteractiveRunner(), options=options)
 
 
 # --- Dataflow ---------------------------------------------------------------------------------
