@@ -1,0 +1,99 @@
+"""The notebooks' helpers: the pandas recount, the window check, lateness and pane placement."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+
+from simulator import SimulationConfig, generate
+from txpipe import notebook as nb
+from txpipe.config import Accumulation
+from txpipe.windowing import WindowSpec
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    cfg = SimulationConfig(seed=3, count=400, rate=10, start=nb.NOTEBOOK_START,
+                           duplicate_rate=0.05, malformed_rate=0.05, late_rate=0.05,
+                           late_seconds=45, jitter_seconds=2)
+    return nb.messages_frame(generate(cfg), cfg.start)
+
+
+def test_messages_frame_labels_every_message(frame):
+    assert len(frame) == 400
+    assert set(frame["kind"]) == {"valid", "duplicate", "malformed"}
+    assert frame.loc[frame["kind"] == "malformed", "event_time"].isna().all()
+    valid = frame[frame["kind"] == "valid"]
+    assert (valid["delay_s"] >= 0).all()
+
+
+def test_recount_is_exact_and_counts_each_valid_transaction_once(frame):
+    table = nb.recount(frame, window_seconds=30)
+    valid = frame[frame["kind"] == "valid"]
+    assert table["total_transactions"].sum() == len(valid)
+    assert sum(table["total_amount_sum"], Decimal(0)) == sum(valid["amount_exact"], Decimal(0))
+    assert (table.index.second % 30 == 0).all()
+    first = table.iloc[0]
+    assert first["min_amount"] <= first["avg_transaction_amount"] <= first["max_amount"]
+
+
+def test_compare_windows_flags_a_difference_and_a_missing_window(frame):
+    expected = nb.recount(frame, window_seconds=30)
+    rows = expected.reset_index().assign(
+        window_end_time=lambda d: d["window_start_time"] + timedelta(seconds=30),
+        pane_timing="ON_TIME", pane_index=0)
+    pipeline = nb.window_table(rows)
+    assert nb.compare_windows(pipeline, expected)["equal"].all()
+    changed = pipeline.copy()
+    changed.iloc[0, changed.columns.get_loc("total_amount_sum")] += Decimal("0.01")
+    assert not nb.compare_windows(changed, expected)["equal"].iloc[0]
+    missing = nb.compare_windows(pipeline.iloc[1:], expected)
+    assert not missing["equal"].iloc[0] and not missing["in_pipeline"].iloc[0]
+
+
+def test_window_table_keeps_the_last_pane_of_each_window():
+    start = nb.NOTEBOOK_START
+    rows = [
+        {"window_start_time": start, "window_end_time": start + timedelta(seconds=30),
+         "total_transactions": n, "total_amount_sum": Decimal(n), "avg_transaction_amount": 1,
+         "max_amount": 1, "min_amount": 1, "pane_timing": timing, "pane_index": i}
+        for i, (n, timing) in enumerate([(2, "EARLY"), (3, "ON_TIME"), (4, "LATE")])
+    ]
+    table = nb.window_table(list(reversed(rows)))
+    assert len(table) == 1
+    assert table.iloc[0]["total_transactions"] == 4
+    assert table.iloc[0]["pane_timing"] == "LATE"
+
+
+def test_lateness_follows_the_window_end_and_the_allowance():
+    start = nb.NOTEBOOK_START
+    frame = pd.DataFrame({
+        "event_time": pd.to_datetime([start + timedelta(seconds=s) for s in (10, 29, 1, 5)]),
+        "sent_at": pd.to_datetime([start + timedelta(seconds=s) for s in (12, 31, 59, 61)]),
+    })
+    assert list(nb.lateness(frame, 30, 30)) == ["on_time", "late", "late", "dropped"]
+
+
+def test_scenario_panes_are_placed_and_both_modes_agree():
+    story = (nb.Scenario()
+             .arrive(("a", "10.00", 3), ("b", "5.00", 7))
+             .wait(10)
+             .watermark(30)
+             .arrive(("c", "2.00", 25))
+             .watermark(61)
+             .arrive(("d", "1.00", 29)))
+    totals = {}
+    for mode in Accumulation:
+        spec = WindowSpec(size_seconds=30, allowed_lateness_seconds=30, early_firing_seconds=10,
+                          accumulation=mode)
+        panes = nb.run_scenario(story, spec)
+        assert list(panes["pane_timing"]) == ["EARLY", "ON_TIME", "LATE"]
+        assert list(panes["fired_at_step"]) == [2, 3, 4]
+        totals[mode] = panes["total_transactions"].astype(int).tolist()
+        fates = story.elements(spec).set_index("transaction_id")["fate"]
+        assert fates["d"] == "too late, dropped"
+    assert totals[Accumulation.ACCUMULATING] == [2, 2, 3]
+    assert totals[Accumulation.DISCARDING] == [2, 0, 1]
