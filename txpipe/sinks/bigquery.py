@@ -5,17 +5,22 @@ BigQuery's best-effort insert-id dedupe sees the same id and keeps one row. The 
 a run id drawn when the pipeline is built: a job started after a drain numbers its panes from
 0 again, and its rows must not be taken for retries of the old job's. (Beam's own
 WriteToBigQuery draws random ids per bundle; those protect against its own retries only.)
-Dead letters have no natural id and go through WriteToBigQuery as they are.
+Dead letters have no natural id: each gets a random one, as WriteToBigQuery would give it.
+
+Both go through :class:`StreamingInsertFn`, Beam's writer made to follow
+``BIGQUERY_EMULATOR_HOST`` so the sink can be tested offline (tests/test_bigquery_sink.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.io.gcp.bigquery import BigQueryDisposition, BigQueryWriteFn, WriteToBigQuery
+from apache_beam.io.gcp import bigquery_tools
+from apache_beam.io.gcp.bigquery import BigQueryDisposition, BigQueryWriteFn
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 
 from txpipe.contract import format_timestamp
@@ -46,7 +51,7 @@ class WritePanesToBigQuery(beam.PTransform):
             rows
             | "WithInsertIds" >> beam.Map(
                 lambda row: (spec, (table.to_json_row(row), insert_id(row, table, run_id))))
-            | "StreamingInsert" >> beam.ParDo(BigQueryWriteFn(
+            | "StreamingInsert" >> beam.ParDo(StreamingInsertFn(
                 batch_size=self.batch_size,
                 schema=table.bigquery_schema(),
                 create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
@@ -93,14 +98,49 @@ class _WriteDeadLetters(beam.PTransform):
     def expand(self, dead_letters):
         return (
             dead_letters
-            | "ToJson" >> beam.Map(DEAD_LETTERS.to_json_row)
-            | "StreamingInsert" >> WriteToBigQuery(
-                self.table_spec,
+            | "ToJson" >> beam.Map(
+                lambda row, spec=self.table_spec: (
+                    spec, (DEAD_LETTERS.to_json_row(row), uuid.uuid4().hex)))
+            | "StreamingInsert" >> beam.ParDo(StreamingInsertFn(
+                batch_size=500,
                 schema=DEAD_LETTERS.bigquery_schema(),
-                method=WriteToBigQuery.Method.STREAMING_INSERTS,
                 create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
                 write_disposition=BigQueryDisposition.WRITE_APPEND,
-                insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
+                retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
                 additional_bq_parameters=DEAD_LETTERS.bigquery_table_options(),
-            )
+            )).with_outputs(BigQueryWriteFn.FAILED_ROWS,
+                            BigQueryWriteFn.FAILED_ROWS_WITH_ERRORS, main="main")
         )
+
+
+class StreamingInsertFn(BigQueryWriteFn):
+    """Beam's streaming-insert DoFn, pointed at ``BIGQUERY_EMULATOR_HOST`` when that is set.
+
+    Beam's writer has no endpoint option: its apitools client (table get / create) always
+    calls bigquery.googleapis.com and, finding no credentials, starts an interactive OAuth
+    flow that never returns. Unset (Dataflow, real BigQuery), this is BigQueryWriteFn as is.
+    """
+
+    def start_bundle(self):
+        endpoint = os.environ.get("BIGQUERY_EMULATOR_HOST")
+        if self.bigquery_wrapper is None and endpoint:
+            self.bigquery_wrapper = emulator_wrapper(endpoint)
+        super().start_bundle()
+
+
+def emulator_wrapper(endpoint: str) -> bigquery_tools.BigQueryWrapper:
+    """Beam's BigQuery wrapper with both its clients on ``endpoint`` (``http://HOST:PORT``)."""
+    from apache_beam.internal.http_client import get_new_http
+    from apache_beam.io.gcp.internal.clients import bigquery as bigquery_api
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    api = bigquery_api.BigqueryV2(
+        url=endpoint.rstrip("/") + "/bigquery/v2/", get_credentials=False,
+        http=get_new_http(), response_encoding="utf8")
+    wrapper = bigquery_tools.BigQueryWrapper(client=api)
+    # insert_rows_json names the table's project; the client's own is only a default.
+    wrapper.gcp_bq_client = bigquery.Client(
+        project="emulator", credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": endpoint})
+    return wrapper
