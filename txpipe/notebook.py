@@ -532,7 +532,7 @@ def plot_timeline(scenario: Scenario, spec, panes: pd.DataFrame, title: str = ""
     highest = max([*elements["event_s"],
                    *[s.seconds for s in scenario.steps if s.kind == "watermark"], size])
     covered = math.ceil(highest / size) * size
-    top = covered + size * 0.45  # headroom for the legend
+    top = covered + size * 0.65  # headroom for the legend and the pane labels
     for i, lo in enumerate(range(0, int(covered), size)):
         ax.axhspan(lo, lo + size, color="#f2f2f2" if i % 2 else "#e6eef7", zorder=0)
         ax.text(n_steps + 0.7, lo + size / 2, f"window [{lo}, {lo + size})", va="center",
