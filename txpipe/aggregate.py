@@ -81,15 +81,21 @@ class FormatRowFn(beam.DoFn):
             stats, extra = element, {}
         start, end = window_bounds(win)
         self._panes.inc()
-        yield {
-            "window_start_time": start,
-            "window_end_time": end,
-            **extra,
-            **stats,
-            "pane_timing": pane_timing_name(pane),
-            "pane_index": pane.index,
-            "processed_at": datetime.now(UTC),
-        }
+        yield window_row(start, end, stats, pane_timing_name(pane), pane.index, extra)
+
+
+def window_row(start: datetime, end: datetime, stats: dict, timing: str, index: int,
+               extra: dict | None = None) -> dict:
+    """The output row of one window pane (schema.WINDOW_STATS), defined once for both plans."""
+    return {
+        "window_start_time": start,
+        "window_end_time": end,
+        **(extra or {}),
+        **stats,
+        "pane_timing": timing,
+        "pane_index": index,
+        "processed_at": datetime.now(UTC),
+    }
 
 
 def pane_timing_name(pane) -> str:

@@ -216,6 +216,76 @@ def parse_message(raw: bytes | str) -> Transaction:
     return Transaction(tx_id, amount, event_time, *optional)
 
 
+#: Bytes that may belong to a number; 16 of them in a row send a message to the exact path.
+_NUMBER_BYTES = bytes(1 if chr(i) in "0123456789." else 0 for i in range(256))
+_LONG_RUN = b"\x01" * 16
+#: "YYYY-MM-DDTHH:MM:SS" -> epoch micros, for prefixes already validated by parse_timestamp.
+_SECONDS: dict[str, int] = {}
+_SECONDS_MAX = 1 << 16
+
+#: What :func:`parse_fields` returns: transaction id, amount, event time as epoch
+#: microseconds, and the optional fields in OPTIONAL_FIELDS order.
+Fields = tuple[str, Decimal, int, tuple]
+
+
+def parse_fields(raw: bytes | str) -> Fields:
+    """:func:`parse_message`'s verdict as plain fields, at a fraction of its cost.
+
+    A replay parses every line, so the common message (bytes, a float amount, a UTC
+    millisecond timestamp, string fields) takes a fast path; anything else goes through
+    :func:`parse_message` itself, so both always agree and errors keep their reasons.
+    """
+    fields = _fast_fields(raw) if type(raw) is bytes else None
+    if fields is not None:
+        return fields
+    tx = parse_message(raw)
+    return tx[0], tx[1], to_micros(tx[2]), tuple(tx[3:])
+
+
+def _fast_fields(raw: bytes) -> Fields | None:
+    """The fields of a common valid message, or None to let the exact path decide."""
+    if _LONG_RUN in raw.translate(_NUMBER_BYTES):
+        return None  # a long number orjson would round: the exact path reads it
+    try:
+        obj = orjson.loads(raw)  # also rejects bytes that are not UTF-8
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict:
+        return None
+    get = obj.get
+    tx_id, value, ts = get("transaction_id"), get("amount"), get("timestamp")
+    if (type(tx_id) is not str or type(value) is not float or type(ts) is not str
+            or len(tx_id) > MAX_TRANSACTION_ID_CHARS or not tx_id.strip() or not value > 0):
+        return None
+    text = repr(value)  # what parse_amount reads: the shortest text that round-trips
+    if "e" in text or "n" in text:
+        return None  # exponent notation or infinity
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0")
+    if (len(fraction) > MAX_AMOUNT_SCALE
+            or len((whole + fraction).strip("0")) > MAX_AMOUNT_DIGITS):
+        return None
+    if len(ts) != 24 or ts[19] != "." or ts[23] != "Z":
+        return None
+    millis = ts[20:23]
+    if not (millis.isascii() and millis.isdigit()):
+        return None
+    base = _SECONDS.get(ts[:19])
+    if base is None:
+        try:
+            base = to_micros(parse_timestamp(ts)) - int(millis) * 1000
+        except ContractError:
+            return None
+        if len(_SECONDS) >= _SECONDS_MAX:
+            _SECONDS.clear()
+        _SECONDS[ts[:19]] = base
+    optional = tuple(map(get, OPTIONAL_FIELDS))
+    for v in optional:
+        if v is not None and type(v) is not str:
+            return None
+    return tx_id, Decimal(text), base + int(millis) * 1000, optional
+
+
 def validate(raw: bytes | str) -> Transaction | Invalid:
     """Like :func:`parse_message`, but returns the verdict instead of raising."""
     try:

@@ -7,11 +7,12 @@ here. Transform names are stable — Dataflow's ``--update`` maps running state 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
 
+from txpipe import batch
 from txpipe.aggregate import AggregateByDimension, AggregateWindows
 from txpipe.config import Settings
 from txpipe.dedupe import DropDuplicates
@@ -25,8 +26,15 @@ class StatsResult:
 
     windows: Any
     dead_letters: Any
-    transactions: Any
+    _transactions: Any = field(repr=False)  # a PCollection, or a function that applies it
     by_dimension: Any = None
+
+    @property
+    def transactions(self):
+        """The windowed transactions (the chunked plan builds them only when asked for)."""
+        if callable(self._transactions):
+            self._transactions = self._transactions()
+        return self._transactions
 
 
 class TransactionStats(beam.PTransform):
@@ -46,6 +54,10 @@ class TransactionStats(beam.PTransform):
         return cls(WindowSpec.from_settings(settings), settings.dedupe_horizon_seconds, breakdown)
 
     def expand(self, messages) -> StatsResult:
+        if batch.applies(messages, self.spec, self.breakdown):
+            plan = batch.ChunkedStats(self.spec)
+            rows, dead = plan.expand(messages)
+            return StatsResult(rows, dead, lambda: plan.transactions(f"{self.label}Transactions"))
         parsed = messages | "Parse" >> ParseTransactions()
         windowed = (
             parsed[VALID]
@@ -57,8 +69,7 @@ class TransactionStats(beam.PTransform):
         if self.breakdown:
             by_dim = windowed | f"AggregateBy{self.breakdown.title().replace('_', '')}" >> (
                 AggregateByDimension(self.breakdown))
-        return StatsResult(windows=rows, dead_letters=parsed[DEAD_LETTERS],
-                           transactions=windowed, by_dimension=by_dim)
+        return StatsResult(rows, parsed[DEAD_LETTERS], windowed, by_dim)
 
 
 def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source, sink,
