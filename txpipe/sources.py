@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -144,4 +146,28 @@ class MessagesSource:
     streaming: bool = False
 
     def transform(self) -> beam.PTransform:
-        return beam.Create(list(self.messages))
+        return _CreateMessages(self.messages)
+
+
+class _CreateMessages(beam.PTransform):
+    """``beam.Create`` of one compressed blob, unpacked into the messages.
+
+    Beam pickles a Create's values into the pipeline with bz2 at level 9, and Interactive
+    Beam serialises the pipeline a dozen times per ``collect``: for 20k messages (5 MB) that
+    was 11 s of the notebook's 16 s. A zlib blob is five times smaller and bz2 gets through it
+    five times faster.
+    """
+
+    def __init__(self, messages: tuple):
+        super().__init__()
+        self.messages = messages
+
+    def expand(self, pbegin):
+        blob = zlib.compress(pickle.dumps(list(self.messages), pickle.HIGHEST_PROTOCOL), 1)
+        return (pbegin
+                | "Create" >> beam.Create([blob], reshuffle=False)
+                | "Unpack" >> beam.FlatMap(_unpack))
+
+
+def _unpack(blob: bytes) -> list:
+    return pickle.loads(zlib.decompress(blob))

@@ -1,0 +1,52 @@
+"""The benchmark harness, tiny: it runs, and what it compares is the same work — txpipe and the
+pandas baseline find the same windows, counts and money, and the notebook's two plans agree.
+No timing is asserted; the figures come from ``make bench``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from benchmarks import data, replay
+from benchmarks.measure import run
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench")
+    # bad records of every reason too, so both implementations' validation is exercised
+    return work, data.replay_file(work / "replay.jsonl", 2_000, malformed_share=0.03)
+
+
+def test_txpipe_and_pandas_compute_the_same_windows(small_file):
+    work, path = small_file
+    pandas = replay.pandas_replay(path, work)
+    ours = replay.txpipe_replay(path, work)
+    assert replay.disagreements(ours, pandas) == []
+    counts = ours.counts
+    assert counts["unique"] + counts["duplicates_dropped"] == counts["valid"]
+    assert counts["duplicates_dropped"] > 0
+    assert ours.counts["dead_lettered"] == pandas.counts["dead"] > 0
+    assert ours.measured.peak_rss_bytes > 0 and ours.measured.cpu_seconds > 0
+
+
+def test_the_multi_process_replay_agrees_too(small_file):
+    work, path = small_file
+    pandas = replay.pandas_replay(path, work)
+    ours = replay.txpipe_replay(path, work, replay.MULTI_PROCESS, name="mp")
+    assert replay.disagreements(ours, pandas) == []
+
+
+def test_the_notebook_plans_collect_the_same_windows(small_file):
+    work, _ = small_file
+    path = data.replay_file(work / "notebook.jsonl", 1_000, rate=20)
+    results = {}
+    for plan in ("stats", "stepwise"):
+        out = run([sys.executable, "-m", "benchmarks.notebook", str(path), "--plan", plan,
+                   "--json"]).check()
+        results[plan] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert results["stats"]["rows"] > 1
+    for key in ("rows", "transactions", "sums"):
+        assert results["stats"][key] == results["stepwise"][key], key
