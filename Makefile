@@ -47,5 +47,10 @@ notebooks: $(STAMP)
 		--ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=600 \
 		--ExecutePreprocessor.record_timing=False notebooks/[0-9]*.ipynb
 
+# Benchmarks (README "Performance"): every figure against its baseline in one run; writes
+# benchmarks/results.md. BENCH_ARGS="--transactions 100000 --skip simulator" for a quick one.
+bench: $(STAMP)
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
 clean:
 	rm -rf .local build dist *.egg-info .pytest_cache .ruff_cache
