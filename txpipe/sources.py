@@ -78,10 +78,9 @@ class _ReadLines(beam.PTransform):
                 | "ReadRanges" >> beam.ParDo(_ReadRangeFn(BLOCK_BYTES)))
 
 
-#: A batch replay reads files in byte ranges of this size (shuffled, so workers share a big
-#: file), and emits their lines in blocks of about BLOCK_BYTES: a batched consumer (the
-#: replay's Parse) takes a whole block per call instead of paying Beam's per-element cost
-#: per line; any other consumer sees single lines.
+#: A batch replay reads files in byte ranges of RANGE_BYTES (shuffled, so workers share a big
+#: file), BLOCK_BYTES at a time, split with one bytes.split per block: ReadFromText spent
+#: about 5 µs per line, a third of a 1M-line replay.
 RANGE_BYTES = 16 << 20
 BLOCK_BYTES = 1 << 20
 
@@ -116,31 +115,25 @@ class _ReadRangeFn(beam.DoFn):
         from apache_beam.io.filesystems import FileSystems
 
         path, start, end = element
-        with FileSystems.open(path) as f:
+        with FileSystems.open(path) as f:  # decompresses .gz / .bz2 ... (read whole)
             if start:
                 f.seek(start - 1)
                 f.readline()  # the line under way at ``start`` belongs to the range before
-            pos = f.tell()
+            pos = f.tell() if start else 0
+            tail = b""
             while end < 0 or pos < end:
-                lines = f.readlines(self._block)
-                if not lines:
-                    break
-                if end >= 0:
-                    lines = _starting_before(lines, pos, end)
-                pos += sum(map(len, lines))
-                if not lines[-1].endswith(b"\n"):
-                    lines[-1] += b"\n"  # the file's last line, without a newline
+                block = f.read(self._block)
+                if not block:
+                    if tail:  # the file's last line, without a newline
+                        yield tail[:-1] if tail.endswith(b"\r") else tail
+                    return
+                lines = (tail + block).split(b"\n")
+                tail = lines.pop()
                 for line in lines:
-                    yield line[:-2] if line.endswith(b"\r\n") else line[:-1]
-
-
-def _starting_before(lines: list[bytes], pos: int, end: int) -> list[bytes]:
-    """The lines that start before ``end``, given that the first one starts at ``pos``."""
-    for i, line in enumerate(lines):
-        if pos >= end:
-            return lines[:i]
-        pos += len(line)
-    return lines
+                    if 0 <= end <= pos:
+                        return
+                    pos += len(line) + 1
+                    yield line[:-1] if line.endswith(b"\r") else line
 
 
 @dataclass(frozen=True)
