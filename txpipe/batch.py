@@ -3,7 +3,7 @@
 On Beam's Python runners every element costs microseconds of framework work in every step,
 and the stateful dedupe a state round trip per element: a 1M-line replay took minutes. A
 bounded input needs neither triggers nor state — every window fires once, ON_TIME, when the
-input ends — so this plan handles messages a chunk at a time (Beam batched DoFns):
+input ends — so this plan handles messages a chunk at a time:
 
 - Parse validates a chunk of messages in one call (the contract's fast path);
 - Dedupe groups the valid transactions by a hash bucket of their id (every copy of an id lands
@@ -114,11 +114,6 @@ def applies(messages, spec: WindowSpec, breakdown: str | None) -> bool:
             and not spec.early_firing_seconds and breakdown is None)
 
 
-def bucket_of(tx_id: str) -> int:
-    # crc32, not hash(): str hashes differ between worker processes.
-    return zlib.crc32(tx_id.encode()) % BUCKETS
-
-
 class ParseChunkFn(beam.DoFn):
     """Raw messages -> chunks of valid transactions per id bucket, and dead letters.
 
@@ -156,6 +151,7 @@ class ParseChunkFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
                 Reason.MALFORMED_JSON, f"unparseable: {type(exc).__name__}: {exc}", raw))
             return
+        # crc32, not hash(): str hashes differ between worker processes
         self._buckets[zlib.crc32(tx_id.encode()) % BUCKETS].append(
             tx_id, amount, micros, optional)
         self._pending += 1
@@ -277,17 +273,27 @@ class ChunkedStats:
         unique = parsed.valid | "Dedupe" >> _Dedupe()
         self.windowed = unique | "Window" >> beam.ParDo(CutWindowsFn(size)).with_output_types(
             KV[int, Chunk])
-        rows = self.windowed | "Aggregate" >> _Aggregate(size, self.spec)
+        rows = self.windowed | "Aggregate" >> _Aggregate(size)
         return rows, parsed[DEAD_LETTERS]
 
     def transactions(self, label: str):
         """The windowed transactions, one element each (built only when asked for)."""
-        return (self.windowed
-                | f"{label}/Stamp" >> beam.ParDo(StampFn())
-                | f"{label}/AssignWindows" >> beam.WindowInto(
-                    self.spec.window_fn(), trigger=self.spec.trigger(),
-                    accumulation_mode=self.spec.accumulation_mode(),
-                    allowed_lateness=self.spec.allowed_lateness_seconds))
+        return self.windowed | label >> _Transactions(self.spec)
+
+
+class _Transactions(beam.PTransform):
+    def __init__(self, spec: WindowSpec):
+        super().__init__()
+        self.spec = spec
+
+    def expand(self, windowed):
+        spec = self.spec
+        return (windowed
+                | "Stamp" >> beam.ParDo(StampFn())
+                | "AssignWindows" >> beam.WindowInto(
+                    spec.window_fn(), trigger=spec.trigger(),
+                    accumulation_mode=spec.accumulation_mode(),
+                    allowed_lateness=spec.allowed_lateness_seconds))
 
 
 class _Dedupe(beam.PTransform):
@@ -298,9 +304,9 @@ class _Dedupe(beam.PTransform):
 
 
 class _Aggregate(beam.PTransform):
-    def __init__(self, size_seconds: int, spec: WindowSpec):
+    def __init__(self, size_seconds: int):
         super().__init__()
-        self.size_seconds, self.spec = size_seconds, spec
+        self.size_seconds = size_seconds
 
     def expand(self, windowed):
         return (windowed
