@@ -55,6 +55,7 @@ class DemoConfig:
     late_rate: float = 0.01
     jitter_seconds: float = 2.0
     local_dir: Path = Path(".local")
+    drain_grace_seconds: float = DRAIN_GRACE_SECONDS
 
     def simulation(self, settings):
         """The simulator's config: late events certain to be dropped, jitter certain not to."""
@@ -118,10 +119,15 @@ class Conservation:
     dead_lettered: int
     duplicates_dropped: int
     late_dropped: int
-    lost: int
+    lost_valid: int
+    lost_dead_letters: int = 0
     unexpected: int = 0  # counted beyond the expectation: a late event kept, or a miscount
     dead_letters_expected: int = 0
     windows: list[WindowCheck] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return self.lost_valid + self.lost_dead_letters
 
     def line(self) -> str:
         return (f"CONSERVATION published_valid={self.published_valid} counted={self.counted} "
@@ -186,7 +192,8 @@ def reconcile(expect: Expectation, window_rows: Sequence[dict], dead_letters: in
     return Conservation(
         published_valid=published.valid, counted=sum(c.counted for c in checks),
         dead_lettered=dead_letters, duplicates_dropped=published.duplicates,
-        late_dropped=published.late, lost=lost + max(0, malformed - dead_letters),
+        late_dropped=published.late, lost_valid=lost,
+        lost_dead_letters=max(0, malformed - dead_letters),
         unexpected=unexpected, dead_letters_expected=malformed, windows=checks)
 
 
@@ -238,7 +245,9 @@ class RunResult:
     mode: str
     publish_summary: str
     seconds: float
-    pipeline_counters: dict[str, int]
+    published: Any  # simulator.Truth of everything the service acknowledged: the manifest
+    kept: Any  # simulator.Truth of what the warehouse must hold (late events left out)
+    publish_stats: Any = None  # simulator.PublishStats of a live run
 
 
 def _streaming_options():
@@ -262,7 +271,6 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     from simulator import publish
     from txpipe.direct_pubsub import batched_pubsub_reads
     from txpipe.local import PubSubEmulator  # noqa: F401 - keeps the import error early
-    from txpipe.metrics import read_counters
     from txpipe.pipeline import build_pipeline
     from txpipe.resources import ensure_pubsub
     from txpipe.sinks.duckdb import DuckDBSink
@@ -312,13 +320,13 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
             raise DemoError(f"the simulator failed: {outcome['error']}")
         stats = outcome["stats"]
         say(f"simulator: {stats.summary()}")
-        _drain(expect, settings, warehouse, say)
+        _drain(expect, settings, warehouse, say, cfg.drain_grace_seconds)
     finally:
         result.cancel()
-    counters = read_counters(result)
     rows, dead = read_warehouse(warehouse, settings)
     conservation = reconcile(expect, rows, dead, _accumulating(settings))
-    return RunResult(conservation, "live", stats.summary(), time.monotonic() - started, counters)
+    return RunResult(conservation, "live", stats.summary(), time.monotonic() - started,
+                     expect.published.build(sim), expect.kept.build(sim), stats)
 
 
 def _accumulating(settings) -> bool:
@@ -327,13 +335,14 @@ def _accumulating(settings) -> bool:
     return settings.accumulation is Accumulation.ACCUMULATING
 
 
-def _drain(expect: Expectation, settings, warehouse: str, say: Callable[[str], None]) -> None:
+def _drain(expect: Expectation, settings, warehouse: str, say: Callable[[str], None],
+           grace: float = DRAIN_GRACE_SECONDS) -> None:
     """Wait until the warehouse holds what must arrive, or the last window plus its allowed
     lateness has passed (plus a grace for the pipeline's lag): then nothing more can come."""
     kept = expect.kept.build()
     malformed = sum(expect.published.build().malformed.values())
     last_end = max((w.end for w in kept.windows), default=datetime.now(UTC))
-    deadline = last_end + timedelta(seconds=settings.allowed_lateness_seconds + DRAIN_GRACE_SECONDS)
+    deadline = last_end + timedelta(seconds=settings.allowed_lateness_seconds + grace)
     want = {w.start: w.count for w in kept.windows}
     say(f"draining: waiting for the last window ({last_end:%H:%M:%S} UTC) to fire")
     while True:
@@ -358,7 +367,6 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
 
     from simulator import generate
     from txpipe.contract import ATTR_EVENT_TS
-    from txpipe.metrics import read_counters
     from txpipe.pipeline import build_pipeline
     from txpipe.sinks.duckdb import DuckDBSink
 
@@ -391,11 +399,11 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
     build_pipeline(pipeline, settings, _Source(), sink)
     result = pipeline.run()
     result.wait_until_finish()
-    counters = read_counters(result)
     rows, dead = read_warehouse(warehouse, settings)
     conservation = reconcile(expect, rows, dead, _accumulating(settings))
     summary = f"generated {len(messages):,} messages in-process"
-    return RunResult(conservation, "in-process", summary, time.monotonic() - begun, counters)
+    return RunResult(conservation, "in-process", summary, time.monotonic() - begun,
+                     expect.published.build(sim), expect.kept.build(sim))
 
 
 # --- output -----------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ idle stream fires its last windows up to 30 s late and ``cancel()`` waits as lon
 :class:`BatchedPubSubReadEvaluator` pulls up to ``bundle_size`` messages per bundle (several
 pulls of up to ``max_messages``), asks the server to answer at once when nothing is waiting,
 and sleeps ``idle_seconds`` then, so the watermark (wall clock, as in Beam's evaluator) advances
-several times a second. Like Beam's, it acknowledges what it pulled before emitting it.
+several times a second. Like Beam's, it acknowledges what it pulled before emitting it. A
+subscription that is unreachable or gone (an emulator restarting) is waited for, logged once,
+instead of failing the pipeline; what the server lost meanwhile the demo's reconciliation counts.
 
 It is installed through the runner's own evaluator-override table
 (``TransformEvaluatorRegistry._test_evaluators_overrides``), by :func:`batched_pubsub_reads`
@@ -19,6 +21,7 @@ for the pipelines run inside it. It changes nothing on any other runner.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 
@@ -36,6 +39,8 @@ BUNDLE_SIZE = 2000
 #: Pause after an empty pull, so an idle read neither spins nor stalls the watermark.
 IDLE_SECONDS = 0.1
 PULL_TIMEOUT_SECONDS = 30.0
+
+log = logging.getLogger("txpipe.direct_pubsub")
 
 
 def _timestamp(message, timestamp_attribute: str | None) -> Timestamp:
@@ -67,28 +72,56 @@ class BatchedPubSubReadEvaluator(_PubSubReadEvaluator):
 
     def _read_from_pubsub(self, timestamp_attribute):
         from apache_beam.io.gcp.pubsub import PubsubMessage
+        from google.api_core import exceptions
 
         client = self._get_subscriber_client(self._applied_ptransform)
         results = []
         while len(results) < self.bundle_size:
-            response = client.pull(request={
-                "subscription": self._sub_name,
-                "max_messages": min(self.max_messages, self.bundle_size - len(results)),
-                # Deprecated for production subscribers, but it is what keeps an empty pull
-                # from holding the runner (and its watermark) for the whole deadline.
-                "return_immediately": True,
-            }, timeout=PULL_TIMEOUT_SECONDS)
+            try:
+                response = client.pull(request={
+                    "subscription": self._sub_name,
+                    "max_messages": min(self.max_messages, self.bundle_size - len(results)),
+                    # Deprecated for production subscribers, but it is what keeps an empty
+                    # pull from holding the runner (and its watermark) for the whole deadline.
+                    "return_immediately": True,
+                }, timeout=PULL_TIMEOUT_SECONDS, retry=None)
+            except _UNAVAILABLE as exc:
+                _warn_once(self._sub_name, exc)
+                break
             received = response.received_messages
             if not received:
                 break
             for item in received:
                 message = PubsubMessage._from_message(item.message)
                 results.append((_timestamp(message, timestamp_attribute), message))
-            client.acknowledge(request={"subscription": self._sub_name,
-                                        "ack_ids": [item.ack_id for item in received]})
+            try:
+                client.acknowledge(request={"subscription": self._sub_name,
+                                            "ack_ids": [item.ack_id for item in received]})
+            except exceptions.GoogleAPICallError as exc:
+                # Kept: unacknowledged messages come back, and Dedupe drops the second copy.
+                _warn_once(self._sub_name, exc)
+                break
         if not results:
             time.sleep(self.idle_seconds)
         return results
+
+
+def _unavailable() -> tuple[type[Exception], ...]:
+    from google.api_core import exceptions
+
+    return (exceptions.ServiceUnavailable, exceptions.NotFound, exceptions.DeadlineExceeded,
+            exceptions.InternalServerError, exceptions.Unknown, exceptions.Aborted)
+
+
+_UNAVAILABLE = _unavailable()
+_warned: set[str] = set()
+
+
+def _warn_once(subscription: str, exc: Exception) -> None:
+    if subscription not in _warned:
+        _warned.add(subscription)
+        log.warning("Pub/Sub read from %s: %s; retrying", subscription,
+                    " ".join(str(exc).split())[:200])
 
 
 @contextlib.contextmanager

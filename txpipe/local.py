@@ -189,10 +189,11 @@ class _ServerProcess:
         return self.proc.pid if self.proc else None
 
     def start(self, port: int | None = None) -> _ServerProcess:
-        """Start on ``port`` (a free one when None) and return once the server answers."""
+        """Start on ``port`` (else the one given at construction, else a free one) and return
+        once the server answers."""
         if self.proc is not None and self.proc.poll() is None:
             return self
-        port = port or free_port(self.host)
+        port = port or self.port or free_port(self.host)
         if port_in_use(self.host, port):
             raise EmulatorError(f"port {self.host}:{port} is already in use (choose another)")
         self.port = port
