@@ -39,7 +39,12 @@ flex-run: $(STAMP)
 
 # Notebooks (notebooks/README.md): `lab` opens them; `notebooks` re-executes every one and saves
 # its outputs in place (seeded data, fixed timestamps: the same results each time).
+# `lab` brings the local stack up first (the Pub/Sub emulator, PUBSUB_EMULATOR_HOST exported for
+# the kernels) and stops it on exit if it started it; without the emulator notebook 05 says so.
 lab: $(STAMP)
+	@up=$$($(PY) -m txpipe local up 2>&1); echo "$$up"; \
+	eval "$$($(PY) -m txpipe local env 2>/dev/null)"; \
+	case "$$up" in *" started:"*) trap '$(PY) -m txpipe local down' EXIT INT TERM;; esac; \
 	$(VENV)/bin/jupyter lab notebooks
 
 notebooks: $(STAMP)
