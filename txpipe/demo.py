@@ -272,7 +272,7 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     from txpipe.direct_pubsub import batched_pubsub_reads
     from txpipe.local import PubSubEmulator  # noqa: F401 - keeps the import error early
     from txpipe.pipeline import build_pipeline
-    from txpipe.resources import ensure_pubsub
+    from txpipe.resources import delete_pubsub, ensure_pubsub
     from txpipe.sinks.duckdb import DuckDBSink
     from txpipe.sources import PubSubSource
 
@@ -323,6 +323,7 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
         _drain(expect, settings, warehouse, say, cfg.drain_grace_seconds)
     finally:
         result.cancel()
+        delete_pubsub(settings, emulator_host)  # this run's topic and subscription only
     rows, dead = read_warehouse(warehouse, settings)
     conservation = reconcile(expect, rows, dead, _accumulating(settings))
     return RunResult(conservation, "live", stats.summary(), time.monotonic() - started,

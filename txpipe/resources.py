@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 TIMEOUT_SECONDS = 30.0
@@ -109,6 +109,28 @@ def ensure_pubsub(settings, emulator_host: str | None = None) -> list[str]:
     """Create topic, dead-letter topic and subscription if missing; names of those created."""
     steps = pubsub_steps(settings, emulator_host)
     return [step.name for step, outcome in run_steps(steps) if outcome == "created"]
+
+
+def delete_pubsub(settings, emulator_host: str | None = None) -> None:
+    """Remove the subscription and both topics (best effort): the demo's per-run resources."""
+    from google.api_core.exceptions import GoogleAPICallError
+    from google.cloud import pubsub_v1
+
+    with _pubsub_env(emulator_host):
+        publisher = pubsub_v1.PublisherClient()
+        subscriber = pubsub_v1.SubscriberClient()
+    calls = [
+        (subscriber.delete_subscription, {"subscription": settings.subscription_path}),
+        (publisher.delete_topic, {"topic": settings.topic_path}),
+        (publisher.delete_topic, {"topic": settings.dead_letter_topic_path}),
+    ]
+    try:
+        for call, request in calls:
+            with suppress(GoogleAPICallError):
+                call(request=request, timeout=TIMEOUT_SECONDS, retry=None)
+    finally:
+        publisher.transport.close()
+        subscriber.close()
 
 
 def bigquery_client(project: str):
