@@ -138,6 +138,16 @@ def _wait_gone(pid: int, proc: subprocess.Popen | None, timeout: float) -> bool:
     return not pid_alive(pid)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: let the kernel SIGKILL it when the parent dies (Linux), so a
+    test run or demo killed hard (timeout, os._exit) cannot leave a server behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _http_answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:
@@ -169,8 +179,9 @@ class _ServerProcess:
     name = "server"
 
     def __init__(self, host: str = DEFAULT_HOST, log_path: str | Path | None = None,
-                 ready_timeout: float = 60.0):
+                 ready_timeout: float = 60.0, die_with_parent: bool = True):
         self.host = host
+        self.die_with_parent = die_with_parent
         self.port: int | None = None
         self.log_path = Path(log_path) if log_path else None
         self.ready_timeout = ready_timeout
@@ -208,6 +219,7 @@ class _ServerProcess:
             self.proc = subprocess.Popen(
                 self.command(port), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
         finally:
             log.close()
@@ -245,13 +257,17 @@ class _ServerProcess:
 
 
 class PubSubEmulator(_ServerProcess):
-    """The Google Cloud CLI's Pub/Sub emulator; ``emulator_host`` is PUBSUB_EMULATOR_HOST."""
+    """The Google Cloud CLI's Pub/Sub emulator; ``emulator_host`` is PUBSUB_EMULATOR_HOST.
+
+    It dies with the process that started it unless ``die_with_parent=False`` (``local up``).
+    """
 
     name = "Pub/Sub emulator"
 
     def __init__(self, host: str = DEFAULT_HOST, port: int | None = None,
-                 log_path: str | Path | None = None, ready_timeout: float = 60.0):
-        super().__init__(host, log_path, ready_timeout)
+                 log_path: str | Path | None = None, ready_timeout: float = 60.0,
+                 die_with_parent: bool = True):
+        super().__init__(host, log_path, ready_timeout, die_with_parent)
         self.port = port
         launcher = find_pubsub_launcher()
         if launcher is None:
@@ -375,7 +391,8 @@ def up(settings, port: int = DEFAULT_PORT, local_dir: Path = LOCAL_DIR) -> tuple
     state = running_state(local_dir)
     started = state is None
     if state is None:
-        emulator = PubSubEmulator(port=port or None, log_path=local_dir / "pubsub-emulator.log")
+        emulator = PubSubEmulator(port=port or None, log_path=local_dir / "pubsub-emulator.log",
+                                  die_with_parent=False)
         emulator.start(port or None)
         state = emulator.state()
         local_dir.mkdir(parents=True, exist_ok=True)
