@@ -238,14 +238,22 @@ def execute(run: RunPlan):
 
     from txpipe.dataflow import is_dataflow
     from txpipe.pipeline import build_pipeline
+    from txpipe.sources import PubSubSource
 
     options = pipeline_options(run)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
                    dead_letter_topic=run.dead_letter_topic)
-    result = pipeline.run()
-    if run.streaming and is_dataflow(options.view_as(StandardOptions).runner):
-        return result  # runs until drained; waiting here would cancel it on Ctrl-C
+    runner = options.view_as(StandardOptions).runner
+    if run.streaming and is_dataflow(runner):
+        return pipeline.run()  # runs until drained; waiting here would cancel it on Ctrl-C
+    if isinstance(run.source, PubSubSource) and runner in (None, "DirectRunner"):
+        from txpipe.direct_pubsub import batched_pubsub_reads
+
+        with batched_pubsub_reads():  # Beam's own read pulls 10 messages per bundle
+            result = pipeline.run()
+    else:
+        result = pipeline.run()
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:

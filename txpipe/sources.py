@@ -22,8 +22,9 @@ class PubSubSource:
     """Read message payloads from a subscription.
 
     ``timestamp_attribute`` lets Dataflow estimate the watermark from event times; ``id_label``
-    makes Dataflow drop redeliveries at the source (the DirectRunner ignores it, which is why
-    the pipeline also deduplicates). Elements are bytes.
+    makes Dataflow drop redeliveries at the source. Other runners refuse ``id_label`` (the
+    DirectRunner raises NotImplementedError), so it is passed on Dataflow only; the pipeline's
+    own Dedupe covers every runner. Elements are bytes.
     """
 
     subscription: str
@@ -32,10 +33,24 @@ class PubSubSource:
     streaming: bool = True
 
     def transform(self) -> beam.PTransform:
-        return beam.io.ReadFromPubSub(
-            subscription=self.subscription,
-            timestamp_attribute=self.timestamp_attribute,
-            id_label=self.id_label,
+        return _ReadPubSub(self)
+
+
+class _ReadPubSub(beam.PTransform):
+    def __init__(self, source: PubSubSource):
+        super().__init__()
+        self.source = source
+
+    def expand(self, pbegin):
+        from apache_beam.options.pipeline_options import StandardOptions
+
+        from txpipe.dataflow import is_dataflow
+
+        runner = pbegin.pipeline.options.view_as(StandardOptions).runner
+        return pbegin | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
+            subscription=self.source.subscription,
+            timestamp_attribute=self.source.timestamp_attribute,
+            id_label=self.source.id_label if is_dataflow(runner) else None,
         )
 
 
