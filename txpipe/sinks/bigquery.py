@@ -5,7 +5,8 @@ BigQuery's best-effort insert-id dedupe sees the same id and keeps one row. The 
 a run id drawn when the pipeline is built: a job started after a drain numbers its panes from
 0 again, and its rows must not be taken for retries of the old job's. (Beam's own
 WriteToBigQuery draws random ids per bundle; those protect against its own retries only.)
-Dead letters have no natural id: each gets a random one, as WriteToBigQuery would give it.
+Dead letters have no natural id: each gets a random one, checkpointed by a shuffle before the
+insert, as WriteToBigQuery does.
 
 Both go through :class:`StreamingInsertFn`, Beam's writer made to follow
 ``BIGQUERY_EMULATOR_HOST`` so the sink can be tested offline (tests/test_bigquery_sink.py).
@@ -101,6 +102,9 @@ class _WriteDeadLetters(beam.PTransform):
             | "ToJson" >> beam.Map(
                 lambda row, spec=self.table_spec: (
                     spec, (DEAD_LETTERS.to_json_row(row), uuid.uuid4().hex)))
+            # A shuffle checkpoints the random ids (as WriteToBigQuery does), so a retried
+            # insert sends the same ids again instead of new ones BigQuery cannot dedupe.
+            | "CommitInsertIds" >> beam.Reshuffle()
             | "StreamingInsert" >> beam.ParDo(StreamingInsertFn(
                 batch_size=500,
                 schema=DEAD_LETTERS.bigquery_schema(),
