@@ -123,12 +123,7 @@ class ParseChunkFn(beam.DoFn):
 
     def __init__(self, chunk_size: int = CHUNK_SIZE):
         self._chunk_size = chunk_size
-        self._read = Metrics.counter(metrics.NAMESPACE, metrics.READ)
-        self._valid = Metrics.counter(metrics.NAMESPACE, metrics.VALID)
-        self._dead = Metrics.counter(metrics.NAMESPACE, metrics.DEAD_LETTERED)
-        self._by_reason = {
-            r: Metrics.counter(metrics.NAMESPACE, metrics.dead_letter_counter(r)) for r in Reason
-        }
+        self._counters = metrics.ParseCounters()
 
     def start_bundle(self):
         self._buckets = [Chunk() for _ in range(BUCKETS)]
@@ -167,15 +162,9 @@ class ParseChunkFn(beam.DoFn):
     def finish_bundle(self):
         for chunk in self._flush():
             yield WindowedValue(chunk, MIN_TIMESTAMP, (GlobalWindow(),))
-        dead = self._dead_n
-        n_dead = sum(dead.values())
-        self._read.inc(self._read_n)
-        self._valid.inc(self._read_n - n_dead)
-        self._dead.inc(n_dead)
-        for reason, n in dead.items():
-            self._by_reason[reason].inc(n)
+        dead, self._dead_n = self._dead_n, Counter()
+        self._counters.flush(self._read_n - sum(dead.values()), dead)
         self._read_n = 0
-        self._dead_n = Counter()
 
 
 class FirstDeliveryFn(beam.DoFn):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from txpipe.contract import Reason
@@ -17,6 +20,25 @@ PANES = "panes_emitted"
 
 def dead_letter_counter(reason: Reason | str) -> str:
     return f"dead_letter_{Reason(reason).value}"
+
+
+class ParseCounters:
+    """The parse outcome counters. Parsers tally a bundle in plain ints and flush here once:
+    a Beam counter update per element would cost more than the parse itself."""
+
+    def __init__(self):
+        self._read = Metrics.counter(NAMESPACE, READ)
+        self._valid = Metrics.counter(NAMESPACE, VALID)
+        self._dead = Metrics.counter(NAMESPACE, DEAD_LETTERED)
+        self._by_reason = {r: Metrics.counter(NAMESPACE, dead_letter_counter(r)) for r in Reason}
+
+    def flush(self, valid: int, dead_by_reason: Mapping[Reason, int]) -> None:
+        dead = sum(dead_by_reason.values())
+        self._read.inc(valid + dead)
+        self._valid.inc(valid)
+        self._dead.inc(dead)
+        for reason, n in dead_by_reason.items():
+            self._by_reason[reason].inc(n)
 
 
 def read_counters(result) -> dict[str, int]:

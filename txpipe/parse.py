@@ -7,7 +7,6 @@ from collections import Counter
 from datetime import datetime
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
@@ -38,12 +37,7 @@ class ParseFn(beam.DoFn):
     """Counts are kept per bundle and flushed to Beam metrics once, off the per-element path."""
 
     def __init__(self):
-        self._read = Metrics.counter(metrics.NAMESPACE, metrics.READ)
-        self._valid = Metrics.counter(metrics.NAMESPACE, metrics.VALID)
-        self._dead = Metrics.counter(metrics.NAMESPACE, metrics.DEAD_LETTERED)
-        self._by_reason = {
-            r: Metrics.counter(metrics.NAMESPACE, metrics.dead_letter_counter(r)) for r in Reason
-        }
+        self._counters = metrics.ParseCounters()
 
     def start_bundle(self):
         self._counts: Counter = Counter()
@@ -68,15 +62,9 @@ class ParseFn(beam.DoFn):
         yield TimestampedValue(tx, Timestamp(micros=to_micros(tx.event_time)))
 
     def finish_bundle(self):
-        counts = self._counts
+        counts, self._counts = self._counts, Counter()
         valid = counts.pop(VALID, 0)
-        dead = sum(counts.values())
-        self._read.inc(valid + dead)
-        self._valid.inc(valid)
-        self._dead.inc(dead)
-        for reason, n in counts.items():
-            self._by_reason[reason].inc(n)
-        self._counts = Counter()
+        self._counters.flush(valid, counts)
 
 
 class ParseTransactions(beam.PTransform):

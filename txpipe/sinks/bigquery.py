@@ -52,15 +52,7 @@ class WritePanesToBigQuery(beam.PTransform):
             rows
             | "WithInsertIds" >> beam.Map(
                 lambda row: (spec, (table.to_json_row(row), insert_id(row, table, run_id))))
-            | "StreamingInsert" >> beam.ParDo(StreamingInsertFn(
-                batch_size=self.batch_size,
-                schema=table.bigquery_schema(),
-                create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
-                write_disposition=BigQueryDisposition.WRITE_APPEND,
-                retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
-                additional_bq_parameters=table.bigquery_table_options(),
-            )).with_outputs(BigQueryWriteFn.FAILED_ROWS,
-                            BigQueryWriteFn.FAILED_ROWS_WITH_ERRORS, main="main")
+            | "StreamingInsert" >> streaming_insert(table, self.batch_size)
         )
 
 
@@ -105,16 +97,22 @@ class _WriteDeadLetters(beam.PTransform):
             # A shuffle checkpoints the random ids (as WriteToBigQuery does), so a retried
             # insert sends the same ids again instead of new ones BigQuery cannot dedupe.
             | "CommitInsertIds" >> beam.Reshuffle()
-            | "StreamingInsert" >> beam.ParDo(StreamingInsertFn(
-                batch_size=500,
-                schema=DEAD_LETTERS.bigquery_schema(),
-                create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
-                write_disposition=BigQueryDisposition.WRITE_APPEND,
-                retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
-                additional_bq_parameters=DEAD_LETTERS.bigquery_table_options(),
-            )).with_outputs(BigQueryWriteFn.FAILED_ROWS,
-                            BigQueryWriteFn.FAILED_ROWS_WITH_ERRORS, main="main")
+            | "StreamingInsert" >> streaming_insert(DEAD_LETTERS)
         )
+
+
+def streaming_insert(table: Table, batch_size: int = 500) -> beam.ParDo:
+    """``(table_spec, (json_row, insert_id))`` -> rows inserted, creating the table (schema,
+    partitioning, clustering from ``table``) if needed; transient errors are retried."""
+    return beam.ParDo(StreamingInsertFn(
+        batch_size=batch_size,
+        schema=table.bigquery_schema(),
+        create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
+        write_disposition=BigQueryDisposition.WRITE_APPEND,
+        retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
+        additional_bq_parameters=table.bigquery_table_options(),
+    )).with_outputs(BigQueryWriteFn.FAILED_ROWS, BigQueryWriteFn.FAILED_ROWS_WITH_ERRORS,
+                    main="main")
 
 
 class StreamingInsertFn(BigQueryWriteFn):
