@@ -176,7 +176,14 @@ def plan(argv: list[str]) -> RunPlan:
     else:
         if args.input:
             raise UsageError("--input is for --source file")
-        source = PubSubSource(args.subscription or settings.subscription_path)
+        from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+        from txpipe.contract import ATTR_TRANSACTION_ID
+        from txpipe.dataflow import is_dataflow
+
+        runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
+        source = PubSubSource(args.subscription or settings.subscription_path,
+                              id_label=ATTR_TRANSACTION_ID if is_dataflow(runner) else None)
         streaming = True
     if args.dead_letter_topic and not streaming:
         raise UsageError("--dead-letter-topic needs a streaming run (--source pubsub)")

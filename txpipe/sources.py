@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from txpipe.contract import ATTR_EVENT_TS, ATTR_TRANSACTION_ID
+from txpipe.contract import ATTR_EVENT_TS
 
 
 @dataclass(frozen=True)
@@ -23,34 +23,20 @@ class PubSubSource:
 
     ``timestamp_attribute`` lets Dataflow estimate the watermark from event times; ``id_label``
     makes Dataflow drop redeliveries at the source. Other runners refuse ``id_label`` (the
-    DirectRunner raises NotImplementedError), so it is passed on Dataflow only; the pipeline's
-    own Dedupe covers every runner. Elements are bytes.
+    DirectRunner raises NotImplementedError), so it is off unless asked for — ``run`` sets it
+    on Dataflow — and the pipeline's own Dedupe covers every runner. Elements are bytes.
     """
 
     subscription: str
     timestamp_attribute: str | None = ATTR_EVENT_TS
-    id_label: str | None = ATTR_TRANSACTION_ID
+    id_label: str | None = None
     streaming: bool = True
 
     def transform(self) -> beam.PTransform:
-        return _ReadPubSub(self)
-
-
-class _ReadPubSub(beam.PTransform):
-    def __init__(self, source: PubSubSource):
-        super().__init__()
-        self.source = source
-
-    def expand(self, pbegin):
-        from apache_beam.options.pipeline_options import StandardOptions
-
-        from txpipe.dataflow import is_dataflow
-
-        runner = pbegin.pipeline.options.view_as(StandardOptions).runner
-        return pbegin | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
-            subscription=self.source.subscription,
-            timestamp_attribute=self.source.timestamp_attribute,
-            id_label=self.source.id_label if is_dataflow(runner) else None,
+        return beam.io.ReadFromPubSub(
+            subscription=self.subscription,
+            timestamp_attribute=self.timestamp_attribute,
+            id_label=self.id_label,
         )
 
 
