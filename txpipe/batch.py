@@ -41,7 +41,7 @@ from txpipe.aggregate import TransactionStatsFn, window_row
 from txpipe.config import WindowType
 from txpipe.contract import ContractError, Reason, Transaction, from_micros, parse_fields
 from txpipe.parse import DEAD_LETTERS, dead_letter
-from txpipe.windowing import WindowSpec
+from txpipe.windowing import WindowSpec, WindowTransactions
 
 #: Hash buckets of transaction ids: enough to spread the dedupe over a few workers.
 BUCKETS = 8
@@ -279,10 +279,7 @@ class _Transactions(beam.PTransform):
         spec = self.spec
         return (windowed
                 | "Stamp" >> beam.ParDo(StampFn())
-                | "AssignWindows" >> beam.WindowInto(
-                    spec.window_fn(), trigger=spec.trigger(),
-                    accumulation_mode=spec.accumulation_mode(),
-                    allowed_lateness=spec.allowed_lateness_seconds))
+                | "AssignWindows" >> WindowTransactions(spec))
 
 
 class _Dedupe(beam.PTransform):
