@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import threading
 import time
@@ -195,6 +196,19 @@ def reconcile(expect: Expectation, window_rows: Sequence[dict], dead_letters: in
         late_dropped=published.late, lost_valid=lost,
         lost_dead_letters=max(0, malformed - dead_letters),
         unexpected=unexpected, dead_letters_expected=malformed, windows=checks)
+
+
+def pane_latency(rows: Sequence[dict]) -> tuple[float, float, int] | None:
+    """(p50, p95, n): seconds from each window's end to its ON_TIME pane being emitted
+    (``processed_at``); the DuckDB sink writes a pane within its one-second batch after."""
+    delays = sorted((r["processed_at"] - r["window_end_time"]).total_seconds()
+                    for r in rows if r["pane_timing"] == "ON_TIME")
+    if not delays:
+        return None
+    if len(delays) == 1:
+        return delays[0], delays[0], 1
+    cuts = statistics.quantiles(delays, n=20, method="inclusive")
+    return cuts[9], cuts[18], len(delays)
 
 
 # --- the warehouse ----------------------------------------------------------------------------
@@ -563,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{conservation.dead_lettered} dead letters (expected {conservation.dead_letters_expected})"
           + ("" if not conservation.unexpected
              else f"; {conservation.unexpected} transactions counted beyond the expectation"))
+    latency = pane_latency(read_warehouse(str(warehouse), settings)[0])
+    if latency:
+        print(f"LATENCY window end -> on-time pane p50={latency[0]:.2f}s p95={latency[1]:.2f}s "
+              f"over {latency[2]} windows")
     print(conservation.line())
     return 0 if conservation.exact else 1
 
