@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+from txpipe.schema import dimension_table_name
+
 TIMEOUT_SECONDS = 30.0
 ACK_DEADLINE_SECONDS = 60
 
@@ -207,7 +209,7 @@ def bigquery_steps(settings, dimension_table: bool = False) -> list[Step]:
                    "messages that broke the contract, with the reason")),
     ]
     if dimension_table:
-        name = f"{settings.bigquery_table_id}_by_dimension"
+        name = dimension_table_name(settings.bigquery_table_id)
         steps.append(Step("dimension table", f"{project}:{dataset_id}.{name}",
                           table(name, DIMENSION_STATS, "window statistics per dimension value")))
     return steps
@@ -245,7 +247,7 @@ def plan(settings, dimension_table: bool = False) -> list[tuple[str, str]]:
                          "clustered by window_start_time)"),
         ("dead-letter table", f"{settings.bigquery_dead_letter_table} (DAY partitions on "
                               "seen_at, clustered by reason)"),
-    ] + ([("dimension table", f"{settings.bigquery_table}_by_dimension")]
+    ] + ([("dimension table", dimension_table_name(settings.bigquery_table))]
          if dimension_table else [])
 
 

@@ -161,6 +161,11 @@ WINDOW_STATS = Table(
     clustering=("window_start_time",),
 )
 
+def dimension_table_name(table: str) -> str:
+    """The per-dimension table beside a window table (``run --breakdown``), in every warehouse."""
+    return f"{table}_by_dimension"
+
+
 #: The optional second output: the same statistics per value of one dimension (e.g. category).
 DIMENSION_STATS = Table(
     columns=_WINDOW + (

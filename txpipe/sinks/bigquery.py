@@ -25,7 +25,7 @@ from apache_beam.io.gcp.bigquery import BigQueryDisposition, BigQueryWriteFn
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 
 from txpipe.contract import format_timestamp
-from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
+from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table, dimension_table_name
 
 
 def insert_id(row: dict, table: Table, run_id: str = "") -> str:
@@ -69,14 +69,13 @@ class BigQuerySink:
         return cls(
             table=settings.bigquery_table,
             dead_letter_table=settings.bigquery_dead_letter_table,
-            dimension_table=f"{settings.bigquery_table}_by_dimension",
         )
 
     def windows(self) -> beam.PTransform:
         return WritePanesToBigQuery(self.table, WINDOW_STATS)
 
     def dimension_stats(self) -> beam.PTransform:
-        return WritePanesToBigQuery(self.dimension_table or f"{self.table}_by_dimension",
+        return WritePanesToBigQuery(self.dimension_table or dimension_table_name(self.table),
                                     DIMENSION_STATS)
 
     def dead_letters(self) -> beam.PTransform:

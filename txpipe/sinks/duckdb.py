@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.transforms import window
 
-from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
+from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table, dimension_table_name
 
 LOCK_RETRY_SECONDS = 120.0
 
@@ -96,7 +96,7 @@ class DuckDBSink:
 
     @property
     def dimension_table(self) -> str:
-        return f"{self.table}_by_dimension"
+        return dimension_table_name(self.table)
 
     def windows(self) -> beam.PTransform:
         return WriteDuckDB(self.path, WINDOW_STATS, self.table)
