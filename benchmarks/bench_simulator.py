@@ -22,7 +22,7 @@ from pathlib import Path
 
 from simulator import SimulationConfig, generate, publish
 from txpipe.config import load_settings
-from txpipe.local import PubSubEmulator
+from txpipe.lab.local import PubSubEmulator
 from txpipe.resources import ensure_pubsub
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from simulator import SimulationConfig, write
 
-START = datetime(2026, 11, 27, tzinfo=timezone.utc)
+START = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def replay_file(path: Path, transactions: int, duplicate_share: float = 0.05,

@@ -98,7 +98,7 @@ def bench_simulator() -> list[dict]:
 
 def bench_streaming() -> list[dict]:
     """The local stack at DEMO_RATE for DEMO_SECONDS (defaults 1,000/s, 60 s): lost must be 0."""
-    if importlib.util.find_spec("txpipe.demo") is None:
+    if importlib.util.find_spec("txpipe.lab.demo") is None:
         return []
     rate, seconds = os.environ.get("DEMO_RATE", "1000"), os.environ.get("DEMO_SECONDS", "60")
     result = run([sys.executable, "-m", "txpipe", "demo"], cwd=str(ROOT),

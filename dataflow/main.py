@@ -4,7 +4,7 @@ the same pipeline ``python -m txpipe run --runner DataflowRunner`` does."""
 
 import sys
 
-from txpipe.dataflow import launch
+from txpipe.export import launch
 
 if __name__ == "__main__":
     sys.exit(launch())

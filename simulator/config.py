@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from txpipe.contract import format_timestamp
-
-UTC = timezone.utc
 
 #: Speed of the virtual clock when ``rate`` is 0 ("as fast as possible"): event times still need
 #: spacing, so unpaced streams are stamped as if 1,000 transactions happened each second.

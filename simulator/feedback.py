@@ -1,17 +1,19 @@
-"""A live stats line on a terminal (stderr, so it never mixes with data on stdout)."""
+"""A live stats line on a terminal (stderr, so it never mixes with data on stdout).
+
+Drawn with rich, which comes with the lab extra; without it the simulator runs silently
+until its one-line summary."""
 
 from __future__ import annotations
 
 from types import TracebackType
-
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
+from typing import Any
 
 from simulator.stats import PublishStats
 
 
-def status_line(stats: PublishStats) -> Text:
+def status_line(stats: PublishStats) -> Any:
+    from rich.text import Text
+
     line = Text()
     line.append("published ", style="dim").append(f"{stats.published:,}", style="bold green")
     line.append("  failed ", style="dim").append(
@@ -27,12 +29,19 @@ def status_line(stats: PublishStats) -> Text:
 class LiveStatus:
     """Context manager whose :meth:`update` is a stats callback; silent when not on a TTY."""
 
-    def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=True)
-        self._live: Live | None = None
+    def __init__(self, console: Any = None):
+        try:
+            from rich.console import Console
+        except ImportError:  # runtime-only install: no live line
+            Console = None  # noqa: N806
+        self.console = console or (Console(stderr=True) if Console else None)
+        self._live: Any = None
 
     def __enter__(self) -> LiveStatus:
-        if self.console.is_terminal:
+        if self.console is not None and self.console.is_terminal:
+            from rich.live import Live
+            from rich.text import Text
+
             self._live = Live(Text(""), console=self.console, refresh_per_second=4, transient=True)
             self._live.__enter__()
         return self

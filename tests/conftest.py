@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from txpipe.config import Settings, load_settings
-from txpipe.local import BigQueryEmulator, PubSubEmulator
+from txpipe.lab.local import BigQueryEmulator, PubSubEmulator
 
 PROJECT = "txpipe-test"
 

@@ -12,13 +12,12 @@ import json
 import random
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 import pandas as pd
 
-UTC = timezone.utc
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BASE = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 PAYLOAD_LIMIT = 64 * 1024
 

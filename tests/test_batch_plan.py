@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gzip
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import apache_beam as beam
 import pytest
@@ -19,7 +19,7 @@ from txpipe.pipeline import TransactionStats
 from txpipe.sources import MessagesSource, _ranges, _ReadRangeFn
 from txpipe.windowing import WindowSpec
 
-START = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
+START = datetime(2026, 11, 27, 10, tzinfo=UTC)
 
 
 def stream(n: int = 3_000) -> list[bytes]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import apache_beam as beam
@@ -22,7 +22,6 @@ from txpipe.resources import bigquery_client
 from txpipe.sinks import BigQuerySink
 from txpipe.sources import MessagesSource
 
-UTC = timezone.utc
 START = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 
 

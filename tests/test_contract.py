@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import apache_beam as beam
@@ -27,8 +27,6 @@ from txpipe.contract import (
 )
 from txpipe.parse import ParseTransactions
 from txpipe.windowing import WindowSpec
-
-UTC = timezone.utc
 
 
 def msg(timestamp: str = "2026-11-27T10:00:00Z", amount: str = "1.00", **extra) -> bytes:

@@ -21,6 +21,7 @@ import pytest
 from apache_beam.portability.api import beam_runner_api_pb2 as api
 
 from txpipe import dataflow
+from txpipe import export as export_command
 from txpipe.cli import main as run_main
 from txpipe.config import Settings
 from txpipe.contract import ATTR_EVENT_TS, ATTR_TRANSACTION_ID
@@ -219,7 +220,7 @@ def test_txpipe_package_is_staged(export):
 ])
 def test_export_usage_errors_are_one_line_exit_2(argv, says, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert dataflow.main(argv) == 2
+    assert export_command.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("txpipe export-job: error:") and says in err
     assert not (tmp_path / "job" / "template.json").exists()

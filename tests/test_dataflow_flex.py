@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from google.cloud.dataflow_v1beta3.types import TemplateMetadata
 
-from txpipe import dataflow
+from txpipe import dataflow, export
 from txpipe.cli import build_parser, plan
 from txpipe.config import Settings
 
@@ -36,9 +36,8 @@ def metadata() -> dict:
 
 
 def option(name: str):
-    """The ``run`` parser action a Flex parameter ``name`` becomes."""
-    (flag,) = dataflow.flex_args([f"--{name}=x"])
-    flag = flag.partition("=")[0]
+    """The ``run`` parser action a Flex parameter ``name`` (``--window_size=60``) reaches."""
+    flag = f"--{name}"
     actions = {opt: a for a in build_parser()._actions for opt in a.option_strings}
     assert flag in actions, f"parameter {name!r} is no `run` flag"
     return actions[flag]
@@ -83,7 +82,7 @@ def test_all_parameters_together_make_a_valid_run(metadata, tmp_path, monkeypatc
     values = {p["name"]: p.get("defaultValue", EXAMPLES.get(p["name"]))
               for p in metadata["parameters"]}
     values["window_type"] = "sliding"
-    run = plan(dataflow.flex_args([f"--{k}={v}" for k, v in values.items()]))
+    run = plan([f"--{k}={v}" for k, v in values.items()])
     assert run.settings.window_period_seconds == 15
     assert run.settings.bigquery_dataset_id == values["bigquery_dataset"]
     assert run.source.subscription == values["subscription"]
@@ -93,8 +92,8 @@ def test_all_parameters_together_make_a_valid_run(metadata, tmp_path, monkeypatc
 def test_launch_runs_on_dataflow_with_beam_options_untouched(monkeypatch):
     seen = []
     monkeypatch.setattr("txpipe.cli.main", lambda argv: seen.append(argv) or 0)
-    assert dataflow.launch(["--window_size=60", "--num_workers=3", "--project=my-project-1"]) == 0
-    assert seen == [["--window-size=60", "--num_workers=3", "--project=my-project-1",
+    assert export.launch(["--window_size=60", "--num_workers=3", "--project=my-project-1"]) == 0
+    assert seen == [["--window_size=60", "--num_workers=3", "--project=my-project-1",
                      "--runner=DataflowRunner"]]
 
 

@@ -16,8 +16,8 @@ from conftest import unique_settings
 
 from simulator import Truth
 from txpipe import money
-from txpipe.demo import DemoConfig, final_panes, read_warehouse, run_live
-from txpipe.local import PubSubEmulator, free_port, pid_alive
+from txpipe.lab.demo import DemoConfig, final_panes, read_warehouse, run_live
+from txpipe.lab.local import PubSubEmulator, free_port, pid_alive
 from txpipe.resources import ensure_pubsub
 from txpipe.sinks.duckdb import connect
 

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from txpipe.contract import UTC
-from txpipe.demo import pane_latency
+from txpipe.lab.demo import pane_latency
 
 END = datetime(2026, 11, 27, 10, 0, 30, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ from conftest import unique_settings
 from google.api_core.exceptions import NotFound
 from google.cloud import pubsub_v1
 
-from txpipe.local import PubSubEmulator, free_port, pid_alive
+from txpipe.lab.local import PubSubEmulator, free_port, pid_alive
 from txpipe.resources import bigquery_client
 
 

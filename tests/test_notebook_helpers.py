@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from simulator import SimulationConfig, generate
-from txpipe import notebook as nb
 from txpipe.config import Accumulation
+from txpipe.lab import notebook as nb
 from txpipe.windowing import WindowSpec
 
 

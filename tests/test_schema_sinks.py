@@ -4,7 +4,7 @@ insert ids are stable across retries."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import apache_beam as beam
@@ -15,7 +15,6 @@ from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Kind
 from txpipe.sinks.bigquery import insert_id
 from txpipe.sinks.duckdb import DuckDBSink
 
-UTC = timezone.utc
 TABLES = {"window_stats": WINDOW_STATS, "dimension_stats": DIMENSION_STATS,
           "dead_letters": DEAD_LETTERS}
 BQ_TYPES = {Kind.TIMESTAMP: "TIMESTAMP", Kind.INTEGER: "INT64", Kind.MONEY: "NUMERIC",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
@@ -28,7 +28,7 @@ N = 30_000
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
     cfg = SimulationConfig(seed=5, count=N, rate=100.0,
-                           start=datetime(2026, 11, 27, tzinfo=timezone.utc))
+                           start=datetime(2026, 11, 27, tzinfo=UTC))
     out = []
     for m in generate(cfg):
         assert m.kind is Kind.VALID

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -13,7 +13,7 @@ from simulator import Kind, SimulationConfig, generate
 from simulator.faults import VARIANTS, Record, break_record
 from txpipe.contract import Invalid, Reason, encode_message, validate
 
-START = datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 N = 20_000
 
 

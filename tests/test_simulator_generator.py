@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from itertools import takewhile
 
 import pytest
@@ -12,7 +12,6 @@ from simulator.config import UNPACED_EVENT_RATE
 from simulator.generator import send_offsets
 from txpipe.contract import Transaction, validate
 
-UTC = timezone.utc
 START = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 

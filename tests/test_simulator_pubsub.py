@@ -19,7 +19,7 @@ from simulator import SimulationConfig, Truth, TruthBuilder, generate, publish, 
 from simulator.pubsub import PubSubSink, RetryPolicy
 from simulator.sinks import TargetError
 from simulator.stats import PublishStats, Recorder
-from txpipe.local import free_port
+from txpipe.lab.local import free_port
 
 PROJECT = "txpipe-test"  # the project the shared emulator fixtures use
 FAULTS = dict(duplicate_rate=0.05, malformed_rate=0.03, late_rate=0.02, jitter_seconds=2.0)

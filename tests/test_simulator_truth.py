@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pandas as pd
@@ -13,7 +13,7 @@ from recount import Tx, recount_fixed_windows, unique_transactions
 from simulator import Kind, SimulationConfig, Truth, TruthBuilder, generate, write
 from txpipe.contract import Invalid, Reason, validate
 
-START = datetime(2026, 11, 27, 10, 0, 7, tzinfo=timezone.utc)
+START = datetime(2026, 11, 27, 10, 0, 7, tzinfo=UTC)
 CFG = SimulationConfig(seed=21, count=12_000, rate=150.0, start=START, duplicate_rate=0.05,
                        malformed_rate=0.03, late_rate=0.02, late_seconds=95, jitter_seconds=3.0,
                        window_size=30)

@@ -9,11 +9,11 @@ import sys
 # so `python -m txpipe config` does not pay for importing Beam.
 COMMANDS = {
     "run": ("txpipe.cli", "run the pipeline: streaming from Pub/Sub or a replay of files"),
-    "demo": ("txpipe.demo", "the local end-to-end demo (simulator -> pipeline -> DuckDB)"),
+    "demo": ("txpipe.lab.demo", "the local end-to-end demo (simulator -> pipeline -> DuckDB)"),
     "config": ("txpipe.config", "print the loaded settings and validate them"),
-    "local": ("txpipe.local", "start / stop / inspect the local Pub/Sub emulator"),
+    "local": ("txpipe.lab.local", "start / stop / inspect the local Pub/Sub emulator"),
     "setup": ("txpipe.resources", "create topics, subscription, dataset and tables (idempotent)"),
-    "export-job": ("txpipe.dataflow", "write the Dataflow job offline (template.json + pipeline.pb)"),
+    "export-job": ("txpipe.export", "write the Dataflow job offline (template.json + pipeline.pb)"),
 }
 
 

@@ -13,82 +13,65 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from txpipe.errors import OneLineParser, UsageError
+
+if TYPE_CHECKING:
+    from txpipe.config import Settings
+    from txpipe.sinks import Sink
+    from txpipe.sources import Source
 
 log = logging.getLogger("txpipe.run")
+
+__all__ = ["UsageError", "build_parser", "execute", "main", "pipeline_options", "plan"]
 
 SOURCES = ("pubsub", "file")
 SINKS = ("bigquery", "duckdb", "jsonl")
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse prints usage + message; we want one line
-        raise UsageError(message)
+def _flag(group, name: str, **kwargs) -> None:
+    """A flag in its dashed spelling and, for Flex Templates, its underscored one."""
+    spellings = [f"--{name}"]
+    if "-" in name:
+        spellings.append(f"--{name.replace('-', '_')}")
+    group.add_argument(*spellings, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m txpipe run", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from txpipe.options import add_setting_arguments
+
+    p = OneLineParser(prog="python -m txpipe run", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("input and output")
-    io.add_argument("--source", choices=SOURCES, default="pubsub",
-                    help="pubsub: stream from PUBSUB_SUBSCRIPTION_ID (default); file: replay --input")
-    io.add_argument("--input", help="file source: path or glob of files, one message per line")
-    io.add_argument("--subscription", help="pubsub source: projects/P/subscriptions/S "
-                    "(default from PROJECT_ID / PUBSUB_SUBSCRIPTION_ID)")
-    io.add_argument("--sink", choices=SINKS, default="bigquery",
-                    help="bigquery (default; BIGQUERY_DATASET_ID.BIGQUERY_TABLE_ID), duckdb, jsonl")
-    io.add_argument("--output", help="jsonl: file name prefix; duckdb: database file "
-                    "(default WAREHOUSE_PATH)")
-    io.add_argument("--dead-letter-output", help="jsonl: prefix of the dead-letter files "
-                    "(default OUTPUT-dead-letters)")
-    io.add_argument("--dead-letter-topic", help="also publish dead letters to this Pub/Sub topic "
-                    "(projects/P/topics/T; streaming only)")
-    io.add_argument("--breakdown", metavar="FIELD",
-                    help="also aggregate per value of FIELD (e.g. category, country)")
-
-    w = p.add_argument_group("windowing (override the environment)")
-    w.add_argument("--window-type", choices=["fixed", "sliding", "session"])
-    w.add_argument("--window-size", type=int, metavar="SECONDS", dest="window_size_seconds")
-    w.add_argument("--window-period", type=int, metavar="SECONDS", dest="window_period_seconds")
-    w.add_argument("--session-gap", type=int, metavar="SECONDS", dest="session_gap_seconds")
-    w.add_argument("--allowed-lateness", type=int, metavar="SECONDS",
-                   dest="allowed_lateness_seconds")
-    w.add_argument("--early-firing", type=int, metavar="SECONDS", dest="early_firing_seconds",
-                   help="emit EARLY panes this often before the window closes (0 = none)")
-    w.add_argument("--late-firings", action=argparse.BooleanOptionalAction, default=None)
-    w.add_argument("--accumulation", choices=["accumulating", "discarding"])
-    w.add_argument("--dedupe-horizon", type=int, metavar="SECONDS", dest="dedupe_horizon_seconds")
-
-    g = p.add_argument_group("project")
-    g.add_argument("--project", dest="project_id")
-    g.add_argument("--region")
-    g.add_argument("--bigquery-dataset", dest="bigquery_dataset_id", metavar="DATASET",
-                   help="bigquery sink: dataset (default BIGQUERY_DATASET_ID)")
-    g.add_argument("--bigquery-table", dest="bigquery_table_id", metavar="TABLE",
-                   help="bigquery sink: window table (default BIGQUERY_TABLE_ID)")
-    g.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    _flag(io, "source", choices=SOURCES, default="pubsub",
+          help="pubsub: stream from PUBSUB_SUBSCRIPTION_ID (default); file: replay --input")
+    _flag(io, "input", help="file source: path or glob of files, one message per line")
+    _flag(io, "subscription", help="pubsub source: projects/P/subscriptions/S "
+          "(default from PROJECT_ID / PUBSUB_SUBSCRIPTION_ID)")
+    _flag(io, "sink", choices=SINKS, default="bigquery",
+          help="bigquery (default; BIGQUERY_DATASET_ID.BIGQUERY_TABLE_ID), duckdb, jsonl")
+    _flag(io, "output", help="jsonl: file name prefix; duckdb: database file "
+          "(default WAREHOUSE_PATH)")
+    _flag(io, "dead-letter-output", help="jsonl: prefix of the dead-letter files "
+          "(default OUTPUT-dead-letters)")
+    _flag(io, "dead-letter-topic", help="also publish dead letters to this Pub/Sub topic "
+          "(projects/P/topics/T; streaming only)")
+    _flag(io, "breakdown", metavar="FIELD",
+          help="also aggregate per value of FIELD (e.g. category, country)")
+    # Every setting that is a flag, from the settings model itself (txpipe.options).
+    add_setting_arguments(p.add_argument_group("settings (override the environment and .env)"))
     return p
-
-
-SETTING_FLAGS = (
-    "window_type", "window_size_seconds", "window_period_seconds", "session_gap_seconds",
-    "allowed_lateness_seconds", "early_firing_seconds", "late_firings", "accumulation",
-    "dedupe_horizon_seconds", "project_id", "region", "log_level",
-    "bigquery_dataset_id", "bigquery_table_id",
-)
 
 
 @dataclass
 class RunPlan:
     """What a ``run`` invocation resolved to, validated before any pipeline is built."""
 
-    settings: object
-    source: object
-    sink: object
-    beam_args: list
+    settings: Settings
+    source: Source
+    sink: Sink
+    beam_args: list[str]
     streaming: bool
     breakdown: str | None
     dead_letter_topic: str | None
@@ -147,9 +130,10 @@ def _check_beam_args(beam_args: list[str]) -> None:
 
 def plan(argv: list[str]) -> RunPlan:
     from txpipe.config import ConfigError, load_settings
+    from txpipe.options import setting_overrides
 
     args, beam_args = build_parser().parse_known_args(argv)
-    overrides = {name: getattr(args, name) for name in SETTING_FLAGS}
+    overrides = setting_overrides(args)
     try:
         settings = load_settings(**overrides)
     except ConfigError as exc:
@@ -223,6 +207,9 @@ def pipeline_options(run: RunPlan):
     )
 
     options = PipelineOptions(run.beam_args)
+    from txpipe.options import record_settings
+
+    record_settings(options, run.settings)  # the job shows what it was built with
     standard = options.view_as(StandardOptions)
     standard.streaming = run.streaming
     standard.runner = standard.runner or "DirectRunner"
@@ -243,23 +230,20 @@ def execute(run: RunPlan):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
+    from txpipe import runners
     from txpipe.dataflow import is_dataflow
     from txpipe.pipeline import build_pipeline
-    from txpipe.sources import PubSubSource
 
     options = pipeline_options(run)
+    runner = options.view_as(StandardOptions).runner
+    adapter = runners.for_run(runner, run.source)  # the lab's local streaming, if installed
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
-                   dead_letter_topic=run.dead_letter_topic)
-    runner = options.view_as(StandardOptions).runner
+                   dead_letter_topic=run.dead_letter_topic,
+                   dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds) if adapter else None)
     if run.streaming and is_dataflow(runner):
         return pipeline.run()  # runs until drained; waiting here would cancel it on Ctrl-C
-    if isinstance(run.source, PubSubSource) and runner in (None, "DirectRunner"):
-        from txpipe.direct_pubsub import batched_pubsub_reads
-
-        with batched_pubsub_reads():  # Beam's own read pulls 10 messages per bundle
-            result = pipeline.run()
-    else:
+    with runners.installed(adapter):
         result = pipeline.run()
     try:
         result.wait_until_finish()

@@ -45,29 +45,53 @@ class Settings(BaseSettings):
         case_sensitive=False, use_enum_values=False,
     )
 
+    # A field with a ``flag`` is also a command-line flag of ``run`` / ``export-job`` and a Beam
+    # pipeline option (txpipe.options): one definition, three spellings (ENV_NAME, --dashed-flag,
+    # --underscored_option for Flex Templates). ``beam`` marks flags Beam itself defines.
     project_id: str = Field("txpipe-local", pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
-                            description="Google Cloud project (any valid id for the emulators)")
-    region: str = Field("us-central1", pattern=r"^[a-z]+-[a-z]+[0-9]$")
+                            description="Google Cloud project (any valid id for the emulators)",
+                            json_schema_extra={"flag": "project", "beam": True})
+    region: str = Field("us-central1", pattern=r"^[a-z]+-[a-z]+[0-9]$",
+                        description="Google Cloud region of the Dataflow job",
+                        json_schema_extra={"flag": "region", "beam": True})
     pubsub_topic_id: str = Field("transactions", pattern=_ID)
     pubsub_subscription_id: str = Field("transactions-sub", pattern=_ID)
     pubsub_dead_letter_topic_id: str = Field("transactions-dead-letters", pattern=_ID)
-    bigquery_dataset_id: str = Field("streaming_data_warehouse_v2", pattern=r"^[A-Za-z0-9_]{1,1024}$")
-    bigquery_table_id: str = Field("hourly_sales_aggregation", pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    bigquery_dataset_id: str = Field(
+        "streaming_data_warehouse_v2", pattern=r"^[A-Za-z0-9_]{1,1024}$",
+        description="bigquery sink: dataset", json_schema_extra={"flag": "bigquery-dataset"})
+    bigquery_table_id: str = Field(
+        "hourly_sales_aggregation", pattern=r"^[A-Za-z0-9_]{1,1024}$",
+        description="bigquery sink: window table (also the DuckDB table name)",
+        json_schema_extra={"flag": "bigquery-table"})
     bigquery_dead_letter_table_id: str = Field("dead_letters", pattern=r"^[A-Za-z0-9_]{1,1024}$")
 
-    window_type: WindowType = WindowType.FIXED
-    window_size_seconds: int = Field(30, gt=0, le=86_400)
+    window_type: WindowType = Field(WindowType.FIXED, description="event-time window shape",
+                                    json_schema_extra={"flag": "window-type"})
+    window_size_seconds: int = Field(30, gt=0, le=86_400, description="window length",
+                                     json_schema_extra={"flag": "window-size"})
     window_period_seconds: int | None = Field(
-        None, gt=0, description="sliding windows: how often a window starts (default: size / 2)")
-    session_gap_seconds: int = Field(60, gt=0)
-    allowed_lateness_seconds: int = Field(30, ge=0, le=7 * 86_400)
+        None, gt=0, description="sliding windows: how often a window starts (default: size / 2)",
+        json_schema_extra={"flag": "window-period"})
+    session_gap_seconds: int = Field(60, gt=0, description="session windows: the gap that "
+                                     "closes a session", json_schema_extra={"flag": "session-gap"})
+    allowed_lateness_seconds: int = Field(
+        30, ge=0, le=7 * 86_400, description="how long after its end a window takes late data",
+        json_schema_extra={"flag": "allowed-lateness"})
     early_firing_seconds: int = Field(
-        0, ge=0, description="emit EARLY panes this often (processing time); 0 = none")
-    late_firings: bool = True
-    accumulation: Accumulation = Accumulation.ACCUMULATING
-    dedupe_horizon_seconds: int = Field(600, gt=0)
+        0, ge=0, description="emit EARLY panes this often (processing time); 0 = none",
+        json_schema_extra={"flag": "early-firing"})
+    late_firings: bool = Field(True, description="emit a LATE pane per late element",
+                               json_schema_extra={"flag": "late-firings"})
+    accumulation: Accumulation = Field(
+        Accumulation.ACCUMULATING, description="whether a pane repeats the earlier panes' data",
+        json_schema_extra={"flag": "accumulation"})
+    dedupe_horizon_seconds: int = Field(
+        600, gt=0, description="how long a transaction id is remembered to drop redeliveries",
+        json_schema_extra={"flag": "dedupe-horizon"})
 
-    log_level: LogLevel = LogLevel.INFO
+    log_level: LogLevel = Field(LogLevel.INFO, description="log level",
+                                json_schema_extra={"flag": "log-level"})
     publisher_interval: float = Field(0.5, ge=0, description="seconds between messages; 0 = flat out")
     publisher_max_messages: int = Field(0, ge=0, description="0 = endless")
     warehouse_path: str = ".local/warehouse.duckdb"

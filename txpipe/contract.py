@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import NamedTuple
@@ -33,7 +33,6 @@ MAX_AMOUNT_DIGITS = 15
 #: BigQuery NUMERIC holds 9 fractional digits.
 MAX_AMOUNT_SCALE = 9
 
-UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # RFC 3339 date-time: a UTC offset is mandatory (hours 00-23, minutes 00-59: Python would

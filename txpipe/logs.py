@@ -1,5 +1,6 @@
 """Structured logging: JSON lines when stderr is not a terminal (collectors parse them),
-rich text when it is. The hot path logs nothing per element; counts go to Beam metrics."""
+one readable line per record when it is. The hot path logs nothing per element; counts go
+to Beam metrics."""
 
 from __future__ import annotations
 
@@ -29,12 +30,11 @@ JsonFormatter.converter = staticmethod(__import__("time").gmtime)
 def configure(level: str = "INFO", stream=None) -> None:
     """Configure the root logger once; Beam's own chatter stays at WARNING unless DEBUG."""
     stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
     if stream.isatty():
-        from rich.logging import RichHandler
-
-        handler: logging.Handler = RichHandler(console=None, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
+                                               "%H:%M:%S"))
     else:
-        handler = logging.StreamHandler(stream)
         handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -17,6 +17,8 @@ from txpipe.aggregate import AggregateByDimension, AggregateWindows
 from txpipe.config import Settings
 from txpipe.dedupe import DropDuplicates
 from txpipe.parse import DEAD_LETTERS, VALID, ParseTransactions
+from txpipe.sinks import Sink
+from txpipe.sources import Source
 from txpipe.windowing import WindowSpec, WindowTransactions
 
 
@@ -41,17 +43,22 @@ class TransactionStats(beam.PTransform):
     """Raw messages -> window rows, dead letters (and optional per-dimension rows)."""
 
     def __init__(self, spec: WindowSpec, dedupe_horizon_seconds: int = 600,
-                 breakdown: str | None = None):
+                 breakdown: str | None = None, dedupe: beam.PTransform | None = None):
         super().__init__()
         self.spec = spec
         self.dedupe_horizon_seconds = dedupe_horizon_seconds
         self.breakdown = breakdown
+        # A runner-specific replacement for DropDuplicates (same results and counters), e.g.
+        # the lab's dedupe for the DirectRunner (txpipe.runners.LocalRunner.dedupe).
+        self.dedupe = dedupe
         if breakdown:  # fail at construction, not deep inside a running job
             AggregateByDimension(breakdown)
 
     @classmethod
-    def from_settings(cls, settings: Settings, breakdown: str | None = None) -> TransactionStats:
-        return cls(WindowSpec.from_settings(settings), settings.dedupe_horizon_seconds, breakdown)
+    def from_settings(cls, settings: Settings, breakdown: str | None = None,
+                      dedupe: beam.PTransform | None = None) -> TransactionStats:
+        return cls(WindowSpec.from_settings(settings), settings.dedupe_horizon_seconds, breakdown,
+                   dedupe)
 
     def expand(self, messages) -> StatsResult:
         if batch.applies(messages, self.spec, self.breakdown):
@@ -61,7 +68,7 @@ class TransactionStats(beam.PTransform):
         parsed = messages | "Parse" >> ParseTransactions()
         windowed = (
             parsed[VALID]
-            | "Dedupe" >> DropDuplicates(self.dedupe_horizon_seconds)
+            | "Dedupe" >> (self.dedupe or DropDuplicates(self.dedupe_horizon_seconds))
             | "Window" >> WindowTransactions(self.spec)
         )
         rows = windowed | "Aggregate" >> AggregateWindows()
@@ -72,12 +79,14 @@ class TransactionStats(beam.PTransform):
         return StatsResult(rows, parsed[DEAD_LETTERS], windowed, by_dim)
 
 
-def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source, sink,
+def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, sink: Sink,
                    breakdown: str | None = None,
-                   dead_letter_topic: str | None = None) -> StatsResult:
+                   dead_letter_topic: str | None = None,
+                   dedupe: beam.PTransform | None = None) -> StatsResult:
     """Read from ``source``, compute the stats, write them to ``sink``; returns the PCollections."""
     messages = pipeline | "Read" >> source.transform()
-    result = messages | "TransactionStats" >> TransactionStats.from_settings(settings, breakdown)
+    result = messages | "TransactionStats" >> TransactionStats.from_settings(
+        settings, breakdown, dedupe)
     result.windows | "WriteWindows" >> sink.windows()
     result.dead_letters | "WriteDeadLetters" >> sink.dead_letters()
     if result.by_dimension is not None:

@@ -11,10 +11,21 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import apache_beam as beam
 
 from txpipe.contract import ATTR_EVENT_TS
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where raw messages come from: a transform from the pipeline's start to messages (bytes
+    or str, or PubsubMessage), and whether the input is unbounded."""
+
+    streaming: bool
+
+    def transform(self) -> beam.PTransform: ...
 
 
 @dataclass(frozen=True)

@@ -639,7 +639,7 @@ class LiveStack:
     """The Pub/Sub emulator for the live notebook.
 
     :meth:`connect` uses the emulator ``PUBSUB_EMULATOR_HOST`` names when it answers; else it
-    starts one on a free port through :class:`txpipe.local.PubSubEmulator` (stopped, by PID,
+    starts one on a free port through :class:`txpipe.lab.local.PubSubEmulator` (stopped, by PID,
     in :meth:`stop`); when neither is possible :attr:`available` is False and :attr:`status`
     says why, so the notebook's cells can skip cleanly.
     """
@@ -660,7 +660,7 @@ class LiveStack:
     def connect(cls) -> LiveStack:
         import os
 
-        from txpipe.local import EmulatorError, PubSubEmulator
+        from txpipe.lab.local import EmulatorError, PubSubEmulator
 
         stack = cls()
         stack._previous_env = os.environ.get("PUBSUB_EMULATOR_HOST")
@@ -737,7 +737,7 @@ class LiveStack:
 
 
 def _answers(host: str) -> bool:
-    from txpipe.local import _http_answers
+    from txpipe.lab.local import _http_answers
 
     return _http_answers(f"http://{host}/")
 

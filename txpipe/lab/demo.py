@@ -283,8 +283,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     import apache_beam as beam
 
     from simulator import publish
-    from txpipe.direct_pubsub import batched_pubsub_reads
-    from txpipe.local import PubSubEmulator  # noqa: F401 - keeps the import error early
+    from txpipe.lab.direct_pubsub import batched_pubsub_reads
+    from txpipe.lab.local import PubSubEmulator  # noqa: F401 - keeps the import error early
     from txpipe.pipeline import build_pipeline
     from txpipe.resources import delete_pubsub, ensure_pubsub
     from txpipe.sinks.duckdb import DuckDBSink
@@ -459,7 +459,7 @@ def draw_windows(conservation: Conservation, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from txpipe.notebook import plot_windows
+    from txpipe.lab.notebook import plot_windows
 
     rows = [w.row for w in conservation.windows if w.row]
     if not rows:
@@ -519,8 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the emulator: replay the stream through a TestStream")
     args = parser.parse_args(argv)
 
-    from txpipe import local
     from txpipe.config import ConfigError
+    from txpipe.lab import local
 
     try:
         seconds = args.seconds or _env_number("DEMO_SECONDS", DEFAULT_SECONDS)

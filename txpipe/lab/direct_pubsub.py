@@ -40,7 +40,7 @@ BUNDLE_SIZE = 2000
 IDLE_SECONDS = 0.1
 PULL_TIMEOUT_SECONDS = 30.0
 
-log = logging.getLogger("txpipe.direct_pubsub")
+log = logging.getLogger("txpipe.lab.direct_pubsub")
 
 
 def _timestamp(message, timestamp_attribute: str | None) -> Timestamp:
@@ -140,3 +140,17 @@ def batched_pubsub_reads(bundle_size: int = BUNDLE_SIZE,
             overrides.pop(_DirectReadFromPubSub, None)
         else:
             overrides[_DirectReadFromPubSub] = previous
+
+
+class LocalStreaming:
+    """The lab's local-runner adaptation, found by the runtime through the
+    ``txpipe.local_runner`` entry point (:mod:`txpipe.runners`)."""
+
+    def applies(self, runner: str | None, source) -> bool:
+        return getattr(source, "subscription", None) is not None
+
+    def installed(self) -> contextlib.AbstractContextManager:
+        return batched_pubsub_reads()
+
+    def dedupe(self, horizon_seconds: int):
+        return None  # the runtime's DropDuplicates

@@ -1,0 +1,8 @@
+"""The lab: everything that helps people run, learn and measure txpipe on one machine — the
+local stack (Pub/Sub and BigQuery emulators), the end-to-end demo, the DirectRunner's local
+Pub/Sub read, the notebook helpers.
+
+Installed with ``pip install "txpipe[lab]"``. The runtime (what Dataflow workers install and
+run) never imports this package; it only finds the local-runner adaptation through the
+``txpipe.local_runner`` entry point when a pipeline runs on the DirectRunner.
+"""
