@@ -26,6 +26,14 @@ class Accumulation(str, Enum):
     DISCARDING = "discarding"
 
 
+class BigQueryMethod(str, Enum):
+    """How rows reach BigQuery (Beam's WriteToBigQuery methods; docs/dataflow.md section 5)."""
+
+    STORAGE_WRITE = "storage_write"
+    STREAMING_INSERTS = "streaming_inserts"
+    FILE_LOADS = "file_loads"
+
+
 class LogLevel(str, Enum):
     DEBUG = "DEBUG"
     INFO = "INFO"
@@ -65,6 +73,15 @@ class Settings(BaseSettings):
         description="bigquery sink: window table (also the DuckDB table name)",
         json_schema_extra={"flag": "bigquery-table"})
     bigquery_dead_letter_table_id: str = Field("dead_letters", pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    bigquery_method: BigQueryMethod | None = Field(
+        None, description="bigquery sink: storage_write, streaming_inserts or file_loads "
+        "(default: file_loads for a replay, streaming_inserts for a stream)",
+        json_schema_extra={"flag": "bigquery-method"})
+    run_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
+        description="the run's id in every row it writes (default: derived from a replay's "
+        "input, drawn once per streaming job); --update must repeat the running job's",
+        json_schema_extra={"flag": "run-id"})
 
     window_type: WindowType = Field(WindowType.FIXED, description="event-time window shape",
                                     json_schema_extra={"flag": "window-type"})
