@@ -239,6 +239,7 @@ def check_sink(run: RunPlan) -> None:
 
         try:
             run.sink.check(dimensions=bool(run.breakdown),
+                           wait_seconds=run.settings.warehouse_lock_wait_seconds,
                            progress=lambda line: print(f"txpipe run: {line}", file=sys.stderr,
                                                        flush=True))
         except WarehouseError as exc:

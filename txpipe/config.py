@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     publisher_interval: float = Field(0.5, ge=0, description="seconds between messages; 0 = flat out")
     publisher_max_messages: int = Field(0, ge=0, description="0 = endless")
     warehouse_path: str = ".local/warehouse.duckdb"
+    warehouse_lock_wait_seconds: float = Field(
+        20.0, ge=0, le=3600, description="how long `run` waits at start for another process "
+        "(a notebook reading it) to let go of the DuckDB warehouse")
 
     @model_validator(mode="after")
     def _sliding_period_fits(self) -> Settings:

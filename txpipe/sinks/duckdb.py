@@ -27,12 +27,11 @@ from apache_beam.transforms import window
 from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table, dimension_table_name
 from txpipe.sinks.identity import RunIdentity
 
+#: How long a writer retries a file another process holds, once the run has started.
 LOCK_RETRY_SECONDS = 120.0
 #: Writers of one process (the DirectRunner's threads) create the schema one at a time: DuckDB
 #: refuses concurrent catalog changes with a write-write conflict.
 _SCHEMA_LOCK = threading.Lock()
-#: How long ``run`` waits at start for another process to let go of the file (txpipe.cli).
-LOCK_WAIT_SECONDS = 20.0
 
 
 class WarehouseError(Exception):
@@ -115,7 +114,7 @@ class DuckDBSink:
                 con.execute(f'CREATE OR REPLACE VIEW "{table.totals_view}" AS\n'
                             + table.totals_sql(f'"{name}"'))
 
-    def check(self, dimensions: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS,
+    def check(self, dimensions: bool = False, wait_seconds: float = 20.0,
               progress: Callable[[str], None] | None = None) -> None:
         """Open the file as the writer will (before any data is read): it must be a DuckDB
         database, not held by another process beyond ``wait_seconds``, and of this layout.

@@ -126,11 +126,10 @@ def dead_letter_id(key: str, occurrence: int) -> str:
 
 
 class _NumberCopiesFn(beam.DoFn):
-    """The n-th dead letter with this content in the run gets occurrence n.
+    """A stream's n-th dead letter with this content gets occurrence n.
 
-    Keyed state (no timer, so the DirectRunner keeps its fast batch path); on Dataflow the
-    count is committed with the output, so a retried bundle numbers the same way. One small
-    count per distinct bad payload is kept for the job's life.
+    Keyed state: on Dataflow the count is committed with the output, so a retried bundle
+    numbers the same way. One small count per distinct bad payload is kept for the job's life.
     """
 
     COPIES = ReadModifyWriteStateSpec("copies", VarIntCoder())
@@ -145,9 +144,22 @@ class _NumberCopiesFn(beam.DoFn):
         yield {**row, "run_id": self._run_id, "dead_letter_id": dead_letter_id(key, seen)}
 
 
+def _number_group(element, run_id: str):
+    """A replay's copies of one dead letter, all at hand: numbered 0, 1, ... (identical rows,
+    so any order gives the same ids)."""
+    key, rows = element
+    for occurrence, row in enumerate(rows):
+        yield {**row, "run_id": run_id, "dead_letter_id": dead_letter_id(key, occurrence)}
+
+
 class IdentifyDeadLetters(beam.PTransform):
     """Dead letters -> the same rows with ``run_id`` and a ``dead_letter_id`` that a rerun or a
-    retry gives again (schema.DEAD_LETTERS)."""
+    retry gives again (schema.DEAD_LETTERS).
+
+    A bounded input groups the copies (a shuffle); a stream counts them in keyed state. Both
+    number the n-th copy n. (Keyed state in batch costs the DirectRunner a state round trip per
+    element: 36 s for 8,000 dead letters, where the grouping takes well under one.)
+    """
 
     def __init__(self, run_id: str):
         super().__init__()
@@ -155,9 +167,11 @@ class IdentifyDeadLetters(beam.PTransform):
 
     def expand(self, dead_letters):
         run_id = self.run_id
-        return (
-            dead_letters
-            | "KeyByContent" >> beam.Map(lambda row: (content_key(run_id, row), row))
-            .with_output_types(KV[str, Any])  # a str key: deterministic, as keyed state needs
-            | "NumberCopies" >> beam.ParDo(_NumberCopiesFn(run_id))
-        )
+        keyed = dead_letters | "KeyByContent" >> beam.Map(
+            lambda row: (content_key(run_id, row), row)).with_output_types(KV[str, Any])
+        if dead_letters.is_bounded:
+            return (keyed
+                    | "GroupCopies" >> beam.GroupByKey()
+                    | "NumberCopies" >> beam.FlatMap(_number_group, run_id))
+        # a str key: deterministic, as keyed state needs
+        return keyed | "NumberCopies" >> beam.ParDo(_NumberCopiesFn(run_id))
