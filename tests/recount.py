@@ -183,7 +183,6 @@ def bad_records(big: bool = False) -> list[tuple[bytes, str]]:
         (_obj(ts='"2026-11-27T10:00:00 UTC"'), "invalid_timestamp"),
         (_obj(ts='"2026-02-30T10:00:00Z"'), "invalid_timestamp"),
         (_obj(ts='"2026-11-27T10:00:60Z"'), "invalid_timestamp"),
-        (_obj(ts='"2026-11-27T10:00:00.1234567890Z"'), "invalid_timestamp"),
         (_obj(ts='"2026-11-27T10:00:00.Z"'), "invalid_timestamp"),
         (_obj(ts='"0001-01-01T00:00:00+01:00"'), "invalid_timestamp"),  # before year 1 in UTC
         (_obj(ts='"9999-12-31T23:59:59-01:00"'), "invalid_timestamp"),  # after 9999 in UTC
