@@ -112,6 +112,14 @@ class Table:
             f"GROUP BY {group}"
         )
 
+    def jsonl_source(self, pattern: str) -> str:
+        """DuckDB's reader of this table's JSON Lines files (the JSONL sink's), typed as the
+        warehouse's columns: ``totals_sql(jsonl_source('out/windows-*.jsonl'))`` is the totals
+        view over files."""
+        columns = ", ".join(f"'{c.name}': '{c.duckdb_type}'" for c in self.columns)
+        quoted = pattern.replace("'", "''")
+        return f"read_json('{quoted}', format = 'newline_delimited', columns = {{{columns}}})"
+
     def to_json_row(self, row: dict[str, Any]) -> dict[str, Any]:
         """JSON-safe values: RFC 3339 UTC timestamps, money as exact decimal strings."""
         out: dict[str, Any] = {}

@@ -4,8 +4,9 @@ Rows are inserted with ``INSERT OR IGNORE`` on their key (txpipe.schema): the ru
 and the pane for statistics, the dead-letter id for dead letters. A retried batch, a rerun of
 the same replay or a run resumed after a kill -9 finds its keys stored and changes nothing; a
 restarted stream writes under a run id of its own and never touches an earlier run's rows.
-Every writer creates the whole schema — tables and the ``window_totals`` views — before its
-first row, so no run leaves dead letters without a window table.
+The whole schema — tables and the ``window_totals`` views — is created at once, by ``run``'s
+check before any data is read or else by the first writer to find its table missing, so no
+run leaves dead letters without a window table.
 
 DuckDB lets one process write a file at a time: rows are funnelled through one key and
 batched, and a writer that finds the file locked (a notebook reading it) retries with backoff.
@@ -154,25 +155,31 @@ class DuckDBSink:
 
 
 class _WriteBatchFn(beam.DoFn):
+    """Inserts batches; creates the schema the first time a table is found missing (the
+    streaming DirectRunner sets a DoFn up again for every bundle, so not in ``setup``)."""
+
     def __init__(self, sink: DuckDBSink, table: Table, name: str):
         self.sink, self.table, self.name = sink, table, name
 
     def setup(self):
         os.makedirs(os.path.dirname(os.path.abspath(self.sink.path)), exist_ok=True)
-        con = connect(self.sink.path)
-        try:
-            self.sink.ensure_schema(con, dimensions=self.table is DIMENSION_STATS)
-        finally:
-            con.close()
 
     def process(self, keyed_rows):
+        import duckdb
+
         _, rows = keyed_rows
         rows = list(rows)
         for start in range(0, len(rows), WriteDuckDB.BATCH_SIZE):
             batch = self.table.to_arrow(rows[start:start + WriteDuckDB.BATCH_SIZE])  # noqa: F841
+            insert = f'INSERT OR IGNORE INTO "{self.name}" SELECT * FROM batch'
             con = connect(self.sink.path)  # a connection per batch: readers get a turn
             try:
-                con.execute(f'INSERT OR IGNORE INTO "{self.name}" SELECT * FROM batch')
+                try:
+                    con.execute(insert)
+                except (duckdb.CatalogException, duckdb.BinderException):
+                    # no such table yet, or one of another layout (refused in one line)
+                    self.sink.ensure_schema(con, dimensions=self.table is DIMENSION_STATS)
+                    con.execute(insert)
             finally:
                 con.close()
         yield len(rows)
