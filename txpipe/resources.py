@@ -13,6 +13,7 @@ starts, failing in one line.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -210,20 +211,23 @@ def bigquery_steps(settings, dimension_table: bool = False, create_dataset: bool
         def ensure() -> str:
             ref = f"{project}.{dataset_id}.{schema.totals_view}"
             query = schema.totals_sql(f"`{project}.{dataset_id}.{table_id}`")
+            # the description carries the query's digest: servers may store the SQL reformatted
+            description = ("per window, every run's panes added up (each stored pane read "
+                           "once): see docs/dataflow.md, Restarts. txpipe "
+                           + hashlib.sha256(query.encode()).hexdigest()[:12])
             try:
                 found = client.get_table(ref, timeout=timeout, retry=retry)
             except NotFound:
                 found = None
             if found is not None:
-                if " ".join((found.view_query or "").split()) == " ".join(query.split()):
+                if found.description == description:
                     return "exists"
-                found.view_query = query
-                client.update_table(found, ["view_query"], timeout=timeout, retry=retry)
+                found.view_query, found.description = query, description
+                client.update_table(found, ["view_query", "description"], timeout=timeout,
+                                    retry=retry)
                 return "updated"
             created = bigquery.Table(ref)
-            created.view_query = query
-            created.description = ("per window, every run's panes added up (each stored pane "
-                                   "read once): see docs/dataflow.md, Restarts")
+            created.view_query, created.description = query, description
             try:
                 client.create_table(created, timeout=timeout, retry=retry)
                 return "created"
