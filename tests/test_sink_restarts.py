@@ -154,6 +154,23 @@ def test_a_replay_in_two_overlapping_halves_overwrites_nothing(tmp_path):
     assert {f.split("-", 1)[1].split("-0")[0] for f in files} == {r for (r,) in runs}
 
 
+def test_a_replay_into_duckdb_keeps_the_direct_runners_batch_executor(tmp_path):
+    """A bounded write batches with a GroupByKey, and dead letters are numbered by a grouping:
+    no processing-time timer and no per-element state, which would send the DirectRunner to
+    its slow bundle-based executor (GroupIntoBatches with a buffering time does)."""
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import RunnerResult
+
+    rng = random.Random(3)
+    raw = [spell_message(tx, rng) for tx in transactions(50, 60, seed=3)] + [b"{", b"{"]
+    pipeline = beam.Pipeline(options=PipelineOptions([]))
+    build_pipeline(pipeline, load_settings(env_file=None), MessagesSource(tuple(raw)),
+                   DuckDBSink(str(tmp_path / "w.duckdb")))
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert isinstance(result, RunnerResult)  # the FnApiRunner
+    assert read(tmp_path / "w.duckdb", "SELECT count(*) FROM dead_letters") == [(2,)]
+
+
 # --- streams --------------------------------------------------------------------------------
 
 
