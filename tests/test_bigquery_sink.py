@@ -268,3 +268,24 @@ def test_a_replay_with_sink_bigquery_loads_files_and_a_rerun_changes_no_total(
     loads = [job for job in client.list_jobs() if job.job_type == "load"
              and job.destination.dataset_id == settings.bigquery_dataset_id]
     assert len(loads) == 4
+
+
+def test_a_refused_row_from_either_streaming_method_makes_the_same_dead_letter():
+    """Streaming inserts hand over ``(table, row, errors)``; the Storage Write API (which
+    cannot run here) ``{"failed_row", "error_message"}`` with Python values: both become a
+    dead letter whose payload is the row in BigQuery's JSON form."""
+    from apache_beam.utils.timestamp import Timestamp
+
+    from txpipe.sinks.bigquery import rejected_row
+
+    stored = {"window_start_time": "2026-11-27T10:00:00Z", "total_amount_sum": "1.500000000",
+              "pane_index": 0}
+    inserts = rejected_row("p:d.t", ("p:d.t", stored, [
+        {"reason": "invalid", "location": "pane_index", "message": "no such field"}]))
+    storage = rejected_row("p:d.t", {"error_message": "no such field", "failed_row": {
+        "window_start_time": Timestamp.from_rfc3339("2026-11-27T10:00:00Z"),
+        "total_amount_sum": Decimal("1.500000000"), "pane_index": 0}})
+    for dead in (inserts, storage):
+        assert dead["reason"] == BIGQUERY_REJECTED
+        assert dead["message"] == "p:d.t refused the row: no such field"
+        assert json.loads(dead["payload"]) == stored

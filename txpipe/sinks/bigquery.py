@@ -170,13 +170,18 @@ def rejected_row(table_spec: str, failure) -> dict:
                          else str(e) for e in errors)
     else:
         text = str(errors)
-    payload = orjson.dumps(row, default=str, option=orjson.OPT_SORT_KEYS).decode()
+    payload = orjson.dumps(row, default=_json_value, option=orjson.OPT_SORT_KEYS).decode()
     return {
         "reason": BIGQUERY_REJECTED,
         "message": f"{table_spec} refused the row: {' '.join(text.split())}"[:MAX_PAYLOAD_CHARS],
         "payload": payload[:MAX_PAYLOAD_CHARS],
         "seen_at": datetime.now(UTC),
     }
+
+
+def _json_value(value) -> str:
+    """Storage Write rows hold Decimals and Beam Timestamps: as BigQuery's JSON has them."""
+    return value.to_rfc3339() if hasattr(value, "to_rfc3339") else str(value)
 
 
 class RejectedRowFn(beam.DoFn):
