@@ -146,10 +146,13 @@ class _NumberCopiesFn(beam.DoFn):
 
 def _number_group(element, run_id: str):
     """A replay's copies of one dead letter, all at hand: numbered 0, 1, ... (identical rows,
-    so any order gives the same ids)."""
+    so any order gives the same ids), each stamped again with when it was seen — the grouping
+    stamped them with the end of the global window, which no per-minute file can name."""
+    from txpipe.parse import stamped
+
     key, rows = element
     for occurrence, row in enumerate(rows):
-        yield {**row, "run_id": run_id, "dead_letter_id": dead_letter_id(key, occurrence)}
+        yield stamped({**row, "run_id": run_id, "dead_letter_id": dead_letter_id(key, occurrence)})
 
 
 class IdentifyDeadLetters(beam.PTransform):
