@@ -118,6 +118,9 @@ def bad_records(big: bool = False) -> list[tuple[bytes, str]]:
     records = [
         # malformed_json
         (b'{"transaction_id": "m1", "amount": 1', "malformed_json"),
+        # not UTF-8 in a field nobody reads is still not UTF-8
+        (b'{"transaction_id": "m2", "amount": 1, "timestamp": "2026-11-27T10:00:00Z", '
+         b'"note": "caf\xe9"}', "malformed_json"),
         (b"not json at all", "malformed_json"),
         (b"\xff\xfe\x00garbage", "malformed_json"),  # not UTF-8
         (b'{"transaction_id": "\xc3\x28", "amount": 1, "timestamp": "2026-11-27T10:00:00Z"}',

@@ -69,6 +69,7 @@ def _counters(run, route: Route) -> dict[str, int]:
     for counter in query["counters"]:
         if counter.key.step.startswith(f"{route.value}/"):
             totals[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    totals[metrics.DUPLICATES_DROPPED] = totals[metrics.VALID] - totals[metrics.UNIQUE]
     return totals
 
 

@@ -86,17 +86,16 @@ def window_bounds(win) -> tuple[datetime, datetime]:
 
 
 class FormatRowFn(beam.DoFn):
-    """Stats + the window and pane they belong to -> an output row (schema.WINDOW_STATS)."""
+    """(key, stats) + the window and pane they belong to -> an output row
+    (schema.WINDOW_STATS); the key is the dimension value when ``dimension`` is given."""
 
-    def __init__(self):
+    def __init__(self, dimension: str | None = None):
+        self._dimension = dimension
         self._panes = Metrics.counter(metrics.NAMESPACE, metrics.PANES)
 
     def process(self, element, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        if isinstance(element, tuple):  # (dimension_value, stats) from the per-key breakdown
-            value, stats = element
-            extra = {"dimension_value": value}
-        else:
-            stats, extra = element, {}
+        key, stats = element
+        extra = {"dimension_value": key} if self._dimension else {}
         start, end = window_bounds(win)
         self._panes.inc()
         yield window_row(start, end, stats, pane_timing_name(pane), pane.index, extra)
@@ -122,14 +121,29 @@ def pane_timing_name(pane) -> str:
     return PaneInfoTiming.to_string(pane.timing)
 
 
+def _by_window(tx, win=beam.DoFn.WindowParam):
+    return win.start.micros, tx.amount
+
+
+def _one_key(tx):
+    return None, tx.amount
+
+
 class AggregateWindows(beam.PTransform):
-    """Windowed transactions -> one row per window pane."""
+    """Windowed transactions -> one row per window pane.
+
+    Each window is a key of its own (what CombineGlobally would funnel through one key): on
+    Dataflow the windows spread over workers instead of making one hot key, and a runner that
+    drives triggers key by key does one window's work at a time. Sessions keep one key, as
+    their windows merge only within a key.
+    """
 
     def expand(self, transactions):
+        merging = transactions.windowing.windowfn.is_merging()
         return (
             transactions
-            | "Amounts" >> beam.Map(lambda tx: tx.amount)
-            | "Combine" >> beam.CombineGlobally(TransactionStatsFn()).without_defaults()
+            | "KeyByWindow" >> beam.Map(_one_key if merging else _by_window)
+            | "Combine" >> beam.CombinePerKey(TransactionStatsFn())
             | "FormatRows" >> beam.ParDo(FormatRowFn())
         )
 
@@ -149,6 +163,6 @@ class AggregateByDimension(beam.PTransform):
             transactions
             | "KeyByDimension" >> beam.Map(lambda tx: (getattr(tx, dim) or "", tx.amount))
             | "CombinePerValue" >> beam.CombinePerKey(TransactionStatsFn())
-            | "FormatRows" >> beam.ParDo(FormatRowFn())
+            | "FormatRows" >> beam.ParDo(FormatRowFn(dim))
             | "NameDimension" >> beam.Map(lambda row: {**row, "dimension": dim})
         )

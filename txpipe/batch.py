@@ -194,13 +194,12 @@ class FirstDeliveryFn(beam.DoFn):
 
     def __init__(self, chunk_size: int = CHUNK_SIZE):
         self._chunk_size = chunk_size
-        self._dropped = Metrics.counter(metrics.NAMESPACE, metrics.DUPLICATES_DROPPED)
         self._unique = Metrics.counter(metrics.NAMESPACE, metrics.UNIQUE)
 
     def process(self, element: tuple[int, Iterable[Chunk]]) -> Iterator[Chunk]:
         _, chunks = element
         seen: set[str] = set()
-        dropped = unique = 0
+        unique = 0
         for chunk in chunks:
             ids, n = chunk.ids, len(chunk.ids)
             # id -> index of its first copy in the chunk (later copies are written first, so
@@ -209,7 +208,6 @@ class FirstDeliveryFn(beam.DoFn):
             if seen:
                 first = {i: k for i, k in first.items() if i not in seen}
             seen.update(first)
-            dropped += n - len(first)
             unique += len(first)
             if len(first) == n:
                 yield chunk
@@ -218,7 +216,6 @@ class FirstDeliveryFn(beam.DoFn):
                 yield Chunk([ids[k] for k in keep], [chunk.amounts[k] for k in keep],
                             [chunk.micros[k] for k in keep],
                             None if chunk.dims is None else [chunk.dims[k] for k in keep])
-        self._dropped.inc(dropped)
         self._unique.inc(unique)
 
 

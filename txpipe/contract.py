@@ -179,6 +179,13 @@ _NOT_A_NUMBER = {ord("n"): None, ord('"'): "string", ord("t"): "boolean", ord("f
 
 def parse_message(raw: bytes | str) -> Transaction:
     """Validate one message; raise :class:`ContractError` saying why it breaks the contract."""
+    # msgspec checks the UTF-8 of the fields it reads, not of those it skips; ASCII (most
+    # messages) is UTF-8 by definition and needs no second look.
+    if type(raw) is bytes and not raw.isascii():
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ContractError(Reason.MALFORMED_JSON, f"payload is not UTF-8: {exc}") from None
     try:
         message = _DECODER.decode(raw)
     except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError is a DecodeError

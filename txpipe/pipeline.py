@@ -22,6 +22,7 @@ from txpipe import batch
 from txpipe.aggregate import AggregateByDimension, AggregateWindows
 from txpipe.config import Route, Settings
 from txpipe.dedupe import DropDuplicates
+from txpipe.dedupe import for_source as dedupe_for_source
 from txpipe.parse import DEAD_LETTERS, VALID, ParseTransactions
 from txpipe.sinks import IdentifyDeadLetters, RunIdentity, Sink
 from txpipe.sources import Source
@@ -131,6 +132,8 @@ def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, 
     letters and go with the parse dead letters, so nothing vanishes at the sink either."""
     if route is None:
         route, _ = choose_route(settings, source, breakdown)
+    if dedupe is None and route is Route.ELEMENTWISE:
+        dedupe = dedupe_for_source(source, settings.dedupe_horizon_seconds)
     run = RunIdentity.for_run(settings, source, breakdown)
     estimate = getattr(source, "estimated_bytes", None)
     buckets = batch.buckets_for(estimate() if estimate else None)

@@ -28,6 +28,10 @@ class Source(Protocol):
     def transform(self) -> beam.PTransform: ...
 
 
+#: Dataflow's window for deduplicating Pub/Sub messages by their id attribute.
+DATAFLOW_ID_DEDUPE_SECONDS = 600
+
+
 @dataclass(frozen=True)
 class PubSubSource:
     """Read message payloads from a subscription.
@@ -42,6 +46,14 @@ class PubSubSource:
     timestamp_attribute: str | None = ATTR_EVENT_TS
     id_label: str | None = None
     streaming: bool = True
+
+    @property
+    def dedupe_seconds(self) -> int:
+        """How long the read itself drops repeated transaction ids: Dataflow deduplicates
+        messages with the same ``id_label`` value published within 10 minutes of each other
+        (in exactly-once streaming mode, the default), so its pipeline needs no Dedupe state
+        of its own for a horizon up to that (txpipe.dedupe)."""
+        return DATAFLOW_ID_DEDUPE_SECONDS if self.id_label else 0
 
     def transform(self) -> beam.PTransform:
         return beam.io.ReadFromPubSub(
