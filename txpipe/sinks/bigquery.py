@@ -11,7 +11,8 @@ Three methods (``--bigquery-method``; docs/dataflow.md section 5 says when to us
   offsets, every 5 s). Beam's Python SDK runs it as a cross-language transform: building the
   pipeline starts Beam's Java expansion service, so it needs Java and the service's jar
   (downloaded from Maven Central once) — ``run`` and ``export-job`` refuse it in one line
-  where that is not available (:func:`storage_write_unavailable`).
+  where that is not available (:func:`storage_write_unavailable`). Its CREATE_IF_NEEDED makes a
+  table without partitioning, so ``run``'s check (like ``setup``) creates the tables first.
 
 Rows carry their run and key (txpipe.schema); whatever a method stores twice (a load retried
 by hand, a rerun of a replay, a duplicate beyond insert-id dedupe) the ``window_totals`` view
