@@ -36,7 +36,7 @@ def txpipe_replay(input_path: Path, workdir: Path, beam_args: list[str] | None =
     measured = run(command, env={"LOG_LEVEL": "WARNING"}).check()
     counts = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", measured.stdout)}
     windows = {}
-    for path in sorted(glob.glob(f"{out}-[0-9]*-of-*[0-9].jsonl")):
+    for path in sorted(glob.glob(f"{out}-*-of-*[0-9].jsonl")):  # PREFIX-<run id>-NNNNN-of-NNNNN
         with open(path, encoding="utf-8") as f:
             for line in f:
                 row = json.loads(line)

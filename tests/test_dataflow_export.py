@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -149,7 +150,8 @@ def test_every_stage_is_a_named_step(export):
     top = {t.unique_name for t in names.values() if "/" not in t.unique_name and t.unique_name
            and not t.unique_name.startswith("ref_")}
     # These names are the --update contract: Dataflow maps running state by them.
-    assert top == {"Read", "TransactionStats", "WriteWindows", "WriteDeadLetters"}
+    assert top == {"Read", "TransactionStats", "WriteWindows", "CollectDeadLetters",
+                   "IdentifyDeadLetters", "WriteDeadLetters"}
     for stage in ("Parse", "Dedupe", "Window", "Aggregate"):
         assert f"TransactionStats/{stage}" in names
     assert names["TransactionStats/Parse/Validate/ParDo(ParseFn)"].spec.urn == (
@@ -200,18 +202,60 @@ def test_windows_are_event_time_with_allowed_lateness(export):
     assert strategy.accumulation_mode == api.AccumulationMode.ACCUMULATING
 
 
-def test_writes_bigquery_with_streaming_inserts(export):
+def test_writes_bigquery_through_write_to_bigquery_with_streaming_inserts(export):
     names = export.transforms()
-    assert "WriteWindows/WithInsertIds" in names  # deterministic ids: window + pane
-    assert "WriteWindows/StreamingInsert/ParDo(StreamingInsertFn)" in names
-    # dead letters: random ids, checkpointed by a shuffle before the insert
-    assert "WriteDeadLetters/CommitInsertIds" in names
-    assert "WriteDeadLetters/StreamingInsert/ParDo(StreamingInsertFn)" in names
-    from apache_beam.io.gcp.bigquery import BigQueryWriteFn
+    for table in ("WriteWindows", "WriteDeadLetters"):  # Beam's own transform, every table
+        assert f"{table}/WriteToBigQuery" in names
+        assert f"{table}/WriteToBigQuery/_StreamToBigQuery/StreamInsertRows" in names
+        # Beam's insert ids, checkpointed by a shuffle before the insert
+        assert f"{table}/WriteToBigQuery/_StreamToBigQuery/CommitInsertIds" in names
+    assert "WriteWindows/Identify" in names  # the run id on every row
+    assert not any("StreamingInsertFn" in n for n in names)  # no writer of our own
+    # the job's run id, drawn at build time, is in its options: --update must repeat it
+    assert re.fullmatch(r"stream-\d{8}T\d{6}Z-[0-9a-f]{8}", export.options["run_id"])
 
-    from txpipe.sinks.bigquery import StreamingInsertFn
 
-    assert issubclass(StreamingInsertFn, BigQueryWriteFn)  # Beam's streaming-insert writer
+def test_rows_bigquery_refuses_flow_into_the_dead_letters(export):
+    """The rejected-rows branch: WriteToBigQuery's FailedRowsWithErrors -> RejectedRows ->
+    (with the parse dead letters) IdentifyDeadLetters -> WriteDeadLetters; the dead-letter
+    table's own refusals -> Unwritten (log and counter)."""
+    graph, names = export.graph, export.transforms()
+    write = names["WriteWindows/WriteToBigQuery/_StreamToBigQuery/StreamInsertRows"]
+    refused = next(pc for tag, pc in write.outputs.items() if tag == "FailedRowsWithErrors")
+    rejected = names["WriteWindows/RejectedRows"]
+    assert refused in rejected.inputs.values()
+    (into_dead,) = names["WriteWindows/ToGlobalWindow"].outputs.values()
+    collect = names["CollectDeadLetters"]
+    assert into_dead in collect.inputs.values()
+    assert collect.spec.urn == "beam:transform:flatten:v1" and len(collect.inputs) == 2
+    (collected,) = collect.outputs.values()
+    assert collected in names["IdentifyDeadLetters"].inputs.values()
+    (identified,) = names["IdentifyDeadLetters"].outputs.values()
+    assert identified in names["WriteDeadLetters"].inputs.values()
+    dead_write = names["WriteDeadLetters/WriteToBigQuery/_StreamToBigQuery/StreamInsertRows"]
+    dead_refused = dead_write.outputs["FailedRowsWithErrors"]
+    assert dead_refused in names["WriteDeadLetters/Unwritten"].inputs.values()
+    assert graph.components.pcollections[into_dead].is_bounded == api.IsBounded.UNBOUNDED
+
+
+def test_dead_letters_get_their_ids_from_keyed_state_in_a_stream(export):
+    number = export.transforms()["IdentifyDeadLetters/NumberCopies"]
+    pardo = api.ParDoPayload.FromString(number.spec.payload)
+    assert set(pardo.state_specs) == {"copies"} and not pardo.timer_family_specs
+
+
+def test_storage_write_is_refused_offline_in_one_line(export, tmp_path):
+    """Beam's Storage Write transform needs its Java expansion service jar; with no cached jar
+    and no network (the export's socket guard) both commands refuse it before building."""
+    env = {**export.env, "HOME": str(tmp_path)}  # Beam caches the jar under ~/.apache_beam
+    for command in (["export-job", "--output", "job", "--streaming"], ["run"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "txpipe", *command, "--bigquery-method", "storage_write"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "--bigquery-method storage_write:" in (
+            proc.stderr) and "expansion service" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and not (tmp_path / "job").exists()
 
 
 def test_txpipe_package_is_staged(export):
@@ -251,6 +295,9 @@ def test_export_usage_errors_are_one_line_exit_2(argv, says, tmp_path, monkeypat
     (["--runner", "DataflowRunner", "--project", "my-project-1"], "--temp_location"),
     (["--runner", "DataflowRunner", "--project", "my-project-1", "--temp_location", "/tmp/x"],
      "gs://"),
+    # --update keeps the running job's state: its rows must keep its run id
+    (["--runner", "DataflowRunner", "--project", "my-project-1", "--temp_location",
+      "gs://b/tmp", "--update"], "--run-id"),
 ])
 def test_run_on_dataflow_refuses_what_the_service_would(argv, says, tmp_path, monkeypatch,
                                                         capsys):

@@ -27,6 +27,8 @@ EXAMPLES = {
     "dead_letter_topic": "projects/my-project-1/topics/transactions-dead-letters",
     "window_period": "15",
     "breakdown": "category",
+    "bigquery_method": "streaming_inserts",
+    "run_id": "stream-20261127T100000Z-0a1b2c3d",
 }
 
 

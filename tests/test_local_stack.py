@@ -132,7 +132,8 @@ def test_setup_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
                  "dataset           txpipe-plan:streaming_data_warehouse_v2",
                  "window table      txpipe-plan:streaming_data_warehouse_v2."
                  "hourly_sales_aggregation (DAY partitions on window_start_time",
-                 "dead-letter table txpipe-plan:streaming_data_warehouse_v2.dead_letters"):
+                 "dead-letter table txpipe-plan:streaming_data_warehouse_v2.dead_letters",
+                 "totals view       txpipe-plan:streaming_data_warehouse_v2.window_totals"):
         assert line in result.stdout
 
 
@@ -155,10 +156,10 @@ def test_setup_is_idempotent_against_both_emulators(tmp_path, pubsub_emulator, b
     )
     first = txpipe("setup", cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count(": created") == 6
+    assert first.stdout.count(": created") == 7  # 3 in Pub/Sub; dataset, 2 tables, a view
     second = txpipe("setup", cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count(": exists") == 6 and "created" not in second.stdout
+    assert second.stdout.count(": exists") == 7 and "created" not in second.stdout
 
     client = bigquery_client(settings.project_id)
     table = client.get_table(f"{settings.project_id}.{settings.bigquery_dataset_id}."

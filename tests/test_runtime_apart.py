@@ -115,7 +115,7 @@ def test_run_and_export_job_work_without_the_lab(tmp_path):
                           "--output", "out/windows"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "read=3 valid=2" in proc.stdout
-    rows = [p for p in (tmp_path / "out").iterdir() if p.name.startswith("windows-0")]
+    rows = [p for p in (tmp_path / "out").iterdir() if p.name.startswith("windows-replay-")]
     assert sum(len(p.read_text().splitlines()) for p in rows) == 2
 
     proc = _runtime_only(["export-job", "--output", "job", "--streaming"], tmp_path)

@@ -1,6 +1,6 @@
 """The output row, defined once: BigQuery schema, DuckDB DDL, Arrow schema and JSON rows all
-derive from the same columns; the DuckDB sink is idempotent on window + pane; BigQuery
-insert ids are stable across retries."""
+derive from the same columns; rows are keyed by run and pane, the DuckDB sink keeps the first
+write of a key, and the totals view adds up runs — checked against sums made here."""
 
 from __future__ import annotations
 
@@ -11,9 +11,17 @@ import apache_beam as beam
 import duckdb
 import pytest
 
-from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Kind
-from txpipe.sinks.bigquery import insert_id
-from txpipe.sinks.duckdb import DuckDBSink
+from txpipe.contract import Reason
+from txpipe.schema import (
+    BIGQUERY_REJECTED,
+    DEAD_LETTER_REASONS,
+    DEAD_LETTERS,
+    DIMENSION_STATS,
+    WINDOW_STATS,
+    Kind,
+)
+from txpipe.sinks import RunIdentity
+from txpipe.sinks.duckdb import DuckDBSink, connect
 
 TABLES = {"window_stats": WINDOW_STATS, "dimension_stats": DIMENSION_STATS,
           "dead_letters": DEAD_LETTERS}
@@ -23,12 +31,21 @@ DUCK_TYPES = {Kind.TIMESTAMP: "TIMESTAMP WITH TIME ZONE", Kind.INTEGER: "BIGINT"
               Kind.MONEY: "DECIMAL(38,9)", Kind.STRING: "VARCHAR"}
 
 
-def test_the_window_row_has_the_issues_columns_in_order():
+def test_the_window_row_has_the_issues_columns_in_order_then_its_run():
     assert WINDOW_STATS.names == (
         "window_start_time", "window_end_time", "total_transactions", "total_amount_sum",
         "avg_transaction_amount", "max_amount", "min_amount", "pane_timing", "pane_index",
-        "processed_at")
-    assert WINDOW_STATS.key == ("window_start_time", "window_end_time", "pane_index")
+        "processed_at", "run_id", "accumulation")
+    assert WINDOW_STATS.key == ("run_id", "window_start_time", "window_end_time", "pane_index")
+    assert DEAD_LETTERS.key == ("dead_letter_id",)
+
+
+def test_the_dead_letter_reasons_are_the_contracts_and_the_sinks():
+    # the message contract keeps its six reasons; the sink's own is documented beside them
+    assert [r.value for r in Reason] == list(DEAD_LETTER_REASONS[:-1])
+    assert DEAD_LETTER_REASONS[-1] == BIGQUERY_REJECTED not in {r.value for r in Reason}
+    description = {c.name: c.description for c in DEAD_LETTERS.columns}["reason"]
+    assert all(reason in description for reason in DEAD_LETTER_REASONS)
 
 
 @pytest.mark.parametrize("name", list(TABLES))
@@ -123,67 +140,108 @@ def test_json_timestamps_keep_microseconds_of_session_windows():
         "window_start_time"] == "2026-11-27T10:00:00.250Z"
 
 
-def test_insert_ids_are_stable_per_window_and_pane():
-    start = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
-    first = _row(start)
-    retried = {**first, "processed_at": datetime.now(UTC)}  # the same pane, written again
-    same_instant = {**first, "window_start_time": start.astimezone(timezone(timedelta(hours=5))),
-                    "window_end_time": first["window_end_time"].astimezone(
-                        timezone(timedelta(hours=-3)))}
-    assert insert_id(first, WINDOW_STATS) == insert_id(retried, WINDOW_STATS)
-    assert insert_id(first, WINDOW_STATS) == insert_id(same_instant, WINDOW_STATS)
-    assert insert_id(first, WINDOW_STATS) != insert_id(_row(start, pane=1), WINDOW_STATS)
-    assert insert_id(first, WINDOW_STATS) != insert_id(
-        _row(start + timedelta(seconds=30)), WINDOW_STATS)
-    assert len(insert_id(first, WINDOW_STATS)) <= 128
-    # a new job (after a drain) numbers panes from 0 again: its ids must differ
-    assert insert_id(first, WINDOW_STATS, "run-a") == insert_id(retried, WINDOW_STATS, "run-a")
-    assert insert_id(first, WINDOW_STATS, "run-a") != insert_id(first, WINDOW_STATS, "run-b")
+def test_storage_write_rows_encode_with_beams_row_coder_for_the_schema():
+    """What crosses to Beam's Java Storage Write transform: a Beam Row of the table's
+    schema, encoded by the RowCoder Beam derives from it (the part that runs here)."""
+    from apache_beam.coders import RowCoder
+    from apache_beam.io.gcp import bigquery_tools
+    from apache_beam.typehints.row_type import RowTypeConstraint
+
+    row = RunIdentity("run-a").stamp(_row(datetime(2026, 11, 27, 10, tzinfo=UTC)))
+    hints = bigquery_tools.get_beam_typehints_from_tableschema(
+        bigquery_tools.get_bq_tableschema(WINDOW_STATS.bigquery_schema()))
+    coder = RowCoder.from_type_hint(RowTypeConstraint.from_fields(hints), None)
+    beam_row = bigquery_tools.beam_row_from_dict(WINDOW_STATS.to_storage_row(row),
+                                                 WINDOW_STATS.bigquery_schema())
+    decoded = coder.decode(coder.encode(beam_row))
+    assert decoded.total_amount_sum == Decimal("1000000.290000000")
+    assert decoded.window_start_time.to_utc_datetime(has_tz=True) == row["window_start_time"]
+    assert decoded.run_id == "run-a" and decoded.pane_index == 0
 
 
-def _write(path: str, rows: list[dict], dead: list[dict]) -> None:
+def _write(path: str, rows: list[dict], dead: list[dict], run: RunIdentity) -> None:
     sink = DuckDBSink(path, table="hourly_sales_aggregation", dead_letter_table="dead_letters")
     with beam.Pipeline() as pipeline:
-        pipeline | "Rows" >> beam.Create(rows) | "WriteWindows" >> sink.windows()
-        pipeline | "Dead" >> beam.Create(dead) | "WriteDead" >> sink.dead_letters()
+        pipeline | "Rows" >> beam.Create(rows) | "WriteWindows" >> sink.windows(run)
+        pipeline | "Dead" >> beam.Create(dead) | "WriteDead" >> sink.dead_letters(run)
 
 
-def test_duckdb_sink_upserts_on_window_and_pane(tmp_path):
+def _read(path: str, sql: str) -> list[tuple]:
+    con = connect(path, read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_duckdb_sink_keeps_the_first_write_of_a_key_and_every_run(tmp_path):
     path = str(tmp_path / "nested" / "warehouse.duckdb")
     start = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
     rows = [_row(start + timedelta(seconds=30 * i), pane) for i in range(50) for pane in (0, 1)]
     rows.append(_row(start + timedelta(days=400), 0,
                      total_amount_sum=Decimal("99999999999999900000")))  # a huge, exact sum
     dead = [{"reason": "malformed_json", "message": "not JSON", "payload": "x\\xff",
-             "seen_at": start}]
-    _write(path, rows, dead)
-    # a retry writes the first 10 panes again, one of them with a corrected count
+             "seen_at": start, "run_id": "run-a", "dead_letter_id": "d1"}]
+    _write(path, rows, dead, RunIdentity("run-a"))
+    before = _read(path, "SELECT * FROM hourly_sales_aggregation ORDER BY ALL")
+    # a retry (or rerun) of run-a writes the first 10 panes again, one of them changed, and
+    # its dead letter again: nothing it had written changes
     again = rows[:10]
     again[3] = {**again[3], "total_transactions": 4}
-    _write(path, again, [])
-
-    con = duckdb.connect(path, read_only=True)
-    try:
-        con.execute("SET TimeZone='UTC'")
-        count, distinct = con.execute(
-            "SELECT count(*), count(DISTINCT (window_start_time, window_end_time, pane_index)) "
-            "FROM hourly_sales_aggregation").fetchone()
-        updated = con.execute(
-            "SELECT total_transactions FROM hourly_sales_aggregation "
-            "WHERE window_start_time = ? AND pane_index = ?",
-            [rows[3]["window_start_time"], rows[3]["pane_index"]]).fetchone()
-        huge = con.execute("SELECT max(total_amount_sum) FROM hourly_sales_aggregation").fetchone()
-        first = con.execute(
-            "SELECT window_start_time, total_amount_sum, min_amount, processed_at "
-            "FROM hourly_sales_aggregation ORDER BY window_start_time, pane_index LIMIT 1"
-        ).fetchone()
-        dead_rows = con.execute("SELECT reason, payload, seen_at FROM dead_letters").fetchall()
-    finally:
-        con.close()
-    assert count == distinct == len(rows)
-    assert updated == (4,)
-    assert huge == (Decimal("99999999999999900000"),)
+    _write(path, again, dead, RunIdentity("run-a"))
+    assert _read(path, "SELECT * FROM hourly_sales_aggregation ORDER BY ALL") == before
+    # another run (a restart: panes from 0 again) writes beside it, overwriting nothing
+    _write(path, rows[:4], [{**dead[0], "run_id": "run-b", "dead_letter_id": "d2"}],
+           RunIdentity("run-b"))
+    after = _read(path, "SELECT * FROM hourly_sales_aggregation ORDER BY ALL")
+    assert set(before) <= set(after) and len(after) == len(before) + 4
+    assert _read(path, "SELECT run_id, count(*) FROM hourly_sales_aggregation GROUP BY 1 "
+                       "ORDER BY 1") == [("run-a", len(rows)), ("run-b", 4)]
+    assert _read(path, "SELECT max(total_amount_sum) FROM hourly_sales_aggregation") == [
+        (Decimal("99999999999999900000"),)]
+    first = _read(path, "SELECT window_start_time, total_amount_sum, min_amount, processed_at "
+                        "FROM hourly_sales_aggregation ORDER BY window_start_time, pane_index "
+                        "LIMIT 1")[0]
     assert first[0] == start and first[0].utcoffset() == timedelta(0)
     assert (first[1], first[2]) == (Decimal("1000000.29"), Decimal("0.1"))
     assert first[3] == datetime(2026, 11, 27, 12, 0, 0, 123_456, tzinfo=UTC)
-    assert [(r, p) for r, p, _ in dead_rows] == [("malformed_json", "x\\xff")]
+    assert _read(path, "SELECT reason, payload, run_id FROM dead_letters ORDER BY 3") == [
+        ("malformed_json", "x\\xff", "run-a"), ("malformed_json", "x\\xff", "run-b")]
+
+
+def _pane(start: datetime, pane: int, count: int, total: str, lo: str, hi: str) -> dict:
+    return _row(start, pane, total_transactions=count, total_amount_sum=Decimal(total),
+                min_amount=Decimal(lo), max_amount=Decimal(hi))
+
+
+def test_window_totals_add_each_runs_panes_once(tmp_path):
+    """Three runs over overlapping windows: one accumulating with early and late panes, one
+    discarding, one stored twice (what a BigQuery rerun leaves). The view, run by DuckDB on a
+    table without a key (as in BigQuery), equals the totals reckoned here."""
+    a, b = datetime(2026, 11, 27, 10, 0, tzinfo=UTC), datetime(2026, 11, 27, 10, 0, 30,
+                                                                tzinfo=UTC)
+    accumulating = RunIdentity("stream-1")
+    discarding = RunIdentity("stream-2", "discarding")
+    twice = RunIdentity("replay-3")
+    rows = [accumulating.stamp(r) for r in (
+        _pane(a, 0, 2, "3.00", "1.00", "2.00"), _pane(a, 1, 5, "10.50", "0.50", "4.00"),
+        _pane(a, 2, 6, "20.50", "0.50", "10.00"), _pane(b, 0, 1, "7.00", "7.00", "7.00"))]
+    rows += [discarding.stamp(r) for r in (
+        _pane(a, 0, 3, "3.30", "1.10", "1.10"), _pane(a, 1, 1, "0.25", "0.25", "0.25"))]
+    rows += [twice.stamp(r) for r in (_pane(b, 0, 4, "40.00", "5.00", "15.00"),) * 2]
+    expected = {  # window start -> (count, sum, min, max, runs)
+        a: (6 + 3 + 1, Decimal("20.50") + Decimal("3.30") + Decimal("0.25"),
+            Decimal("0.25"), Decimal("10.00"), 2),
+        b: (1 + 4, Decimal("47.00"), Decimal("5.00"), Decimal("15.00"), 2),
+    }
+    con = duckdb.connect(str(tmp_path / "view.duckdb"))
+    try:
+        con.execute("SET TimeZone='UTC'")
+        panes = WINDOW_STATS.to_arrow(rows)  # noqa: F841 - read by DuckDB's replacement scan
+        con.execute("CREATE TABLE stored AS SELECT * FROM panes")
+        got = con.execute(
+            "SELECT window_start_time, total_transactions, total_amount_sum, min_amount, "
+            f"max_amount, runs FROM ({WINDOW_STATS.totals_sql('stored')}) ORDER BY 1").fetchall()
+    finally:
+        con.close()
+    assert {r[0]: r[1:] for r in got} == expected

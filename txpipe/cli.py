@@ -2,7 +2,8 @@
 of files, into BigQuery, DuckDB or JSON Lines. Flags the CLI does not know go to Beam
 (``--runner``, ``--direct_num_workers`` ...); a flag Beam does not know either is an error.
 
-Every input or set-up mistake ends as one line on stderr and exit status 2.
+Every input or set-up mistake ends as one line on stderr and exit status 2 — the sink
+included: the warehouse is opened (or the BigQuery dataset checked) before any data is read.
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ def plan(argv: list[str]) -> RunPlan:
         streaming = True
     if args.dead_letter_topic and not streaming:
         raise UsageError("--dead-letter-topic needs a streaming run (--source pubsub)")
+    settings = _with_run_id(settings, source, args.breakdown, beam_args)
 
     from txpipe.sinks import BigQuerySink, DuckDBSink, JsonlSink
 
@@ -196,6 +198,7 @@ def plan(argv: list[str]) -> RunPlan:
                              "BIGQUERY_TABLE_ID (or --bigquery-dataset / --bigquery-table), "
                              "not --output")
         sink = BigQuerySink.from_settings(settings)
+        _check_bigquery_method(settings, streaming)
     from txpipe.pipeline import choose_route
 
     try:
@@ -204,6 +207,81 @@ def plan(argv: list[str]) -> RunPlan:
         raise UsageError(str(exc)) from None
     return RunPlan(settings, source, sink, beam_args, streaming, args.breakdown,
                    args.dead_letter_topic, route, why)
+
+
+def _with_run_id(settings: Settings, source: Source, breakdown: str | None,
+                 beam_args: list[str]) -> Settings:
+    """The settings with the run's id settled (recorded in the job's options, stamped on its
+    rows): given, derived from a replay's input, or drawn for a stream (txpipe.sinks.identity).
+    """
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+    if PipelineOptions(beam_args).view_as(GoogleCloudOptions).update and not settings.run_id:
+        raise UsageError("--update keeps the running job's state, so its rows must keep its "
+                         "run id: add --run-id (the job's run_id pipeline option)")
+    from txpipe.sinks import RunIdentity
+
+    run_id = RunIdentity.for_run(settings, source, breakdown).run_id
+    return settings.model_copy(update={"run_id": run_id})
+
+
+def _check_bigquery_method(settings: Settings, streaming: bool) -> None:
+    from txpipe.config import BigQueryMethod
+    from txpipe.sinks.bigquery import resolve_method, storage_write_unavailable
+
+    if resolve_method(settings.bigquery_method, streaming) is BigQueryMethod.STORAGE_WRITE:
+        reason = storage_write_unavailable()
+        if reason:
+            raise UsageError(f"--bigquery-method storage_write: {reason}; use "
+                             "streaming_inserts or file_loads")
+
+
+def check_sink(run: RunPlan) -> None:
+    """Open what the run writes to, as its writers will, before any data is read: a DuckDB
+    file that is no database or stays locked, a BigQuery dataset that is missing or not
+    writable, become one line (UsageError). Creates missing tables and views."""
+    from txpipe.sinks import BigQuerySink, DuckDBSink
+
+    if isinstance(run.sink, DuckDBSink):
+        from txpipe.sinks.duckdb import WarehouseError
+
+        try:
+            run.sink.check(dimensions=bool(run.breakdown),
+                           wait_seconds=run.settings.warehouse_lock_wait_seconds,
+                           progress=lambda line: print(f"txpipe run: {line}", file=sys.stderr,
+                                                       flush=True))
+        except WarehouseError as exc:
+            raise UsageError(f"--output {exc}") from None
+    elif isinstance(run.sink, BigQuerySink):
+        from txpipe.resources import ResourceError, check_bigquery
+
+        try:
+            check_bigquery(run.settings, dimension_table=bool(run.breakdown))
+        except ResourceError as exc:
+            raise UsageError(str(exc)) from None
+        _file_loads_location(run)
+
+
+def _file_loads_location(run: RunPlan) -> None:
+    """File loads stage rows under the temp location, which BigQuery reads: gs:// for Google
+    Cloud; a local directory (made here if none is given) for a local BigQuery."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    from txpipe.config import BigQueryMethod
+    from txpipe.sinks.bigquery import resolve_method
+
+    if resolve_method(run.settings.bigquery_method, run.streaming) is not BigQueryMethod.FILE_LOADS:
+        return
+    temp = pipeline_options(run).view_as(GoogleCloudOptions).temp_location
+    if os.environ.get("BIGQUERY_EMULATOR_HOST"):
+        if not temp:
+            import tempfile
+
+            run.beam_args.append(f"--temp_location={tempfile.mkdtemp(prefix='txpipe-loads-')}")
+        return
+    if not (temp or "").startswith("gs://"):
+        raise UsageError("--bigquery-method file_loads stages rows for BigQuery to load: give "
+                         "--temp_location gs://BUCKET/tmp (or choose streaming_inserts)")
 
 
 def pipeline_options(run: RunPlan):
@@ -241,6 +319,7 @@ def execute(run: RunPlan):
     from txpipe import runners
     from txpipe.dataflow import is_dataflow
     from txpipe.pipeline import build_pipeline
+    from txpipe.sinks.bigquery import local_wiring
 
     options = pipeline_options(run)
     runner = options.view_as(StandardOptions).runner
@@ -252,7 +331,7 @@ def execute(run: RunPlan):
                    route=run.route)
     if run.streaming and is_dataflow(runner):
         return pipeline.run()  # runs until drained; waiting here would cancel it on Ctrl-C
-    with runners.installed(adapter):
+    with runners.installed(adapter), local_wiring(run.sink, runner):
         result = pipeline.run()
     try:
         result.wait_until_finish()
@@ -275,6 +354,8 @@ def summary(counters: dict[str, int]) -> str:
     parts += [f"{r.value}={counters[metrics.dead_letter_counter(r)]}" for r in Reason
               if counters.get(metrics.dead_letter_counter(r))]
     parts.append(f"panes={counters.get(metrics.PANES, 0)}")
+    parts += [f"{name}={counters[name]}" for name in
+              (metrics.BIGQUERY_REJECTED, metrics.DEAD_LETTERS_UNWRITTEN) if counters.get(name)]
     return " ".join(parts)
 
 
@@ -288,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         from txpipe.dataflow import check_submission
 
         check_submission(pipeline_options(run))
+        check_sink(run)
     except UsageError as exc:
         print(f"txpipe run: error: {exc}", file=sys.stderr)
         return 2
@@ -296,9 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     from txpipe.windowing import WindowSpec
 
     logs.configure(run.settings.log_level.value)
-    log.info("starting: %s from %s into %s; %s route (%s)",
+    log.info("starting: %s from %s into %s; %s route (%s); run id %s",
              WindowSpec.from_settings(run.settings).describe(), type(run.source).__name__,
-             type(run.sink).__name__, run.route.value, run.route_reason)
+             type(run.sink).__name__, run.route.value, run.route_reason, run.settings.run_id)
     try:
         result = execute(run)
     except KeyboardInterrupt:

@@ -26,6 +26,14 @@ class Accumulation(str, Enum):
     DISCARDING = "discarding"
 
 
+class BigQueryMethod(str, Enum):
+    """How rows reach BigQuery (Beam's WriteToBigQuery methods; docs/dataflow.md section 5)."""
+
+    STORAGE_WRITE = "storage_write"
+    STREAMING_INSERTS = "streaming_inserts"
+    FILE_LOADS = "file_loads"
+
+
 class Route(str, Enum):
     """How TransactionStats computes: element by element (streaming's plan, every runner and
     spec), or in batches (bounded input only; see txpipe.batch)."""
@@ -73,6 +81,15 @@ class Settings(BaseSettings):
         description="bigquery sink: window table (also the DuckDB table name)",
         json_schema_extra={"flag": "bigquery-table"})
     bigquery_dead_letter_table_id: str = Field("dead_letters", pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    bigquery_method: BigQueryMethod | None = Field(
+        None, description="bigquery sink: storage_write, streaming_inserts or file_loads "
+        "(default: file_loads for a replay, streaming_inserts for a stream)",
+        json_schema_extra={"flag": "bigquery-method"})
+    run_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
+        description="the run's id in every row it writes (default: derived from a replay's "
+        "input, drawn once per streaming job); --update must repeat the running job's",
+        json_schema_extra={"flag": "run-id"})
 
     window_type: WindowType = Field(WindowType.FIXED, description="event-time window shape",
                                     json_schema_extra={"flag": "window-type"})
@@ -108,6 +125,9 @@ class Settings(BaseSettings):
     publisher_interval: float = Field(0.5, ge=0, description="seconds between messages; 0 = flat out")
     publisher_max_messages: int = Field(0, ge=0, description="0 = endless")
     warehouse_path: str = ".local/warehouse.duckdb"
+    warehouse_lock_wait_seconds: float = Field(
+        20.0, ge=0, le=3600, description="how long `run` waits at start for another process "
+        "(a notebook reading it) to let go of the DuckDB warehouse")
 
     @model_validator(mode="after")
     def _sliding_period_fits(self) -> Settings:

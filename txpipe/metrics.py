@@ -16,6 +16,10 @@ DEAD_LETTERED = "dead_lettered"
 DUPLICATES_DROPPED = "duplicates_dropped"
 UNIQUE = "transactions_unique"
 PANES = "panes_emitted"
+#: Output rows BigQuery refused, turned into dead letters (reason bigquery_rejected).
+BIGQUERY_REJECTED = "bigquery_rejected"
+#: Dead letters the dead-letter table itself refused: only in the workers' log, at ERROR.
+DEAD_LETTERS_UNWRITTEN = "dead_letters_unwritten"
 
 
 def dead_letter_counter(reason: Reason | str) -> str:

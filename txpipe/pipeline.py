@@ -2,7 +2,9 @@
 here. Transform names are stable — Dataflow's ``--update`` maps running state by them.
 
     Read -> TransactionStats[Parse -> Dedupe -> Window -> Aggregate (-> AggregateBy<dim>)]
-         -> WriteWindows, WriteDeadLetters (, WriteDimensionStats, PublishDeadLetters)
+         -> WriteWindows (, WriteDimensionStats)
+         -> [parse dead letters + rows the warehouse refused] -> IdentifyDeadLetters
+         -> WriteDeadLetters (, PublishDeadLetters)
 
 TransactionStats has two routes with those stage names: element-wise (streaming's, and
 anything's) and batched (bounded input, txpipe.batch). :func:`choose_route` picks one for a
@@ -22,7 +24,7 @@ from txpipe.config import Route, Settings
 from txpipe.dedupe import DropDuplicates
 from txpipe.dedupe import for_source as dedupe_for_source
 from txpipe.parse import DEAD_LETTERS, VALID, ParseTransactions
-from txpipe.sinks import Sink
+from txpipe.sinks import IdentifyDeadLetters, RunIdentity, Sink
 from txpipe.sources import Source
 from txpipe.windowing import WindowSpec, WindowTransactions
 
@@ -123,23 +125,31 @@ def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, 
                    dedupe: beam.PTransform | None = None,
                    route: Route | None = None) -> StatsResult:
     """Read from ``source``, compute the stats, write them to ``sink``; returns the PCollections.
-    ``route`` None: :func:`choose_route` picks it."""
+    ``route`` None: :func:`choose_route` picks it.
+
+    Rows are written under the run's identity (``settings.run_id``, else derived from a
+    replay's input or drawn: txpipe.sinks.identity). Rows the sink refuses come back as dead
+    letters and go with the parse dead letters, so nothing vanishes at the sink either."""
     if route is None:
         route, _ = choose_route(settings, source, breakdown)
     if dedupe is None and route is Route.ELEMENTWISE:
         dedupe = dedupe_for_source(source, settings.dedupe_horizon_seconds)
+    run = RunIdentity.for_run(settings, source, breakdown)
     estimate = getattr(source, "estimated_bytes", None)
     buckets = batch.buckets_for(estimate() if estimate else None)
     messages = pipeline | "Read" >> source.transform()
     result = messages | "TransactionStats" >> TransactionStats.from_settings(
         settings, breakdown, dedupe, route, buckets)
-    result.windows | "WriteWindows" >> sink.windows()
-    result.dead_letters | "WriteDeadLetters" >> sink.dead_letters()
+    dead = [result.dead_letters, result.windows | "WriteWindows" >> sink.windows(run)]
     if result.by_dimension is not None:
-        result.by_dimension | "WriteDimensionStats" >> sink.dimension_stats()
+        dead.append(result.by_dimension | "WriteDimensionStats" >> sink.dimension_stats(run))
+    dead = [d for d in dead if d is not None]
+    everything = tuple(dead) | "CollectDeadLetters" >> beam.Flatten() if len(dead) > 1 else dead[0]
+    dead_letters = everything | "IdentifyDeadLetters" >> IdentifyDeadLetters(run.run_id)
+    dead_letters | "WriteDeadLetters" >> sink.dead_letters(run)
     if dead_letter_topic:
         (
-            result.dead_letters
+            dead_letters
             | "DeadLettersToJson" >> beam.Map(_dead_letter_message)
             | "PublishDeadLetters" >> beam.io.WriteToPubSub(dead_letter_topic)
         )

@@ -1,23 +1,26 @@
 """``python -m txpipe setup [--dry-run]``: create what the pipeline needs, idempotently.
 
 Topic, subscription and dead-letter topic in Pub/Sub; dataset, window table (DAY-partitioned on
-``window_start_time``, clustered) and dead-letter table in BigQuery, all from the one schema in
-:mod:`txpipe.schema`. Existing resources are left as they are (a table whose columns drifted from
-the schema is reported). The same code targets Google Cloud or the emulators: with
-``PUBSUB_EMULATOR_HOST`` / ``BIGQUERY_EMULATOR_HOST`` (``http://HOST:PORT``) set, the clients
-talk to them without credentials.
+``window_start_time``, clustered), dead-letter table and the ``window_totals`` view in BigQuery,
+all from the one schema in :mod:`txpipe.schema`. Existing tables are left as they are (a table
+whose columns drifted from the schema is reported); a view is brought up to date. The same
+code targets Google Cloud or the emulators: with ``PUBSUB_EMULATOR_HOST`` /
+``BIGQUERY_EMULATOR_HOST`` (``http://HOST:PORT``) set, the clients talk to them without
+credentials. :func:`check_bigquery` is the same BigQuery part, run by ``run`` before a job
+starts, failing in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from txpipe.schema import dimension_table_name
+from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, dimension_table_name
 
 TIMEOUT_SECONDS = 30.0
 ACK_DEADLINE_SECONDS = 60
@@ -157,26 +160,31 @@ def _table_resource(project: str, dataset: str, table_id: str, table, descriptio
     }
 
 
-def bigquery_steps(settings, dimension_table: bool = False) -> list[Step]:
+def bigquery_steps(settings, dimension_table: bool = False, create_dataset: bool = True,
+                   quick: bool = False, client=None) -> list[Step]:
+    """Dataset, tables and views, each created if missing. ``quick`` (``run``'s check): no
+    dataset creation unless asked, short timeouts and no retries."""
     from google.api_core.exceptions import Conflict, NotFound
     from google.cloud import bigquery
 
-    from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS
-
-    client = bigquery_client(settings.project_id)
+    timeout = CHECK_TIMEOUT_SECONDS if quick else TIMEOUT_SECONDS
+    retry = None if quick else bigquery.DEFAULT_RETRY
+    client = client or bigquery_client(settings.project_id)
     project, dataset_id = settings.project_id, settings.bigquery_dataset_id
 
     def dataset() -> str:
         try:
-            client.get_dataset(f"{project}.{dataset_id}", timeout=TIMEOUT_SECONDS)
+            client.get_dataset(f"{project}.{dataset_id}", timeout=timeout, retry=retry)
             return "exists"
         except NotFound:
-            pass
+            if not create_dataset:
+                raise ResourceError(f"dataset {project}:{dataset_id} does not exist: create it "
+                                    "with `python -m txpipe setup`") from None
         ds = bigquery.Dataset(f"{project}.{dataset_id}")
         ds.location = settings.region
         ds.description = "txpipe: streaming transaction statistics"
         try:
-            client.create_dataset(ds, timeout=TIMEOUT_SECONDS)
+            client.create_dataset(ds, timeout=timeout)
             return "created"
         except Conflict:
             return "exists"
@@ -185,16 +193,43 @@ def bigquery_steps(settings, dimension_table: bool = False) -> list[Step]:
         def ensure() -> str:
             ref = f"{project}.{dataset_id}.{table_id}"
             try:
-                found = client.get_table(ref, timeout=TIMEOUT_SECONDS)
+                found = client.get_table(ref, timeout=timeout, retry=retry)
             except NotFound:
                 found = None
             if found is not None:
-                have = {f.name for f in found.schema}
-                missing = [n for n in schema.names if n not in have]
-                return f"exists (missing columns: {', '.join(missing)})" if missing else "exists"
+                return f"exists ({drift})" if (drift := schema_drift(found, schema)) else "exists"
             resource = _table_resource(project, dataset_id, table_id, schema, description)
             try:
-                client.create_table(bigquery.Table.from_api_repr(resource), timeout=TIMEOUT_SECONDS)
+                client.create_table(bigquery.Table.from_api_repr(resource),
+                                    timeout=timeout, retry=retry)
+                return "created"
+            except Conflict:
+                return "exists"
+        return ensure
+
+    def view(table_id: str, schema) -> Callable[[], str]:
+        def ensure() -> str:
+            ref = f"{project}.{dataset_id}.{schema.totals_view}"
+            query = schema.totals_sql(f"`{project}.{dataset_id}.{table_id}`")
+            # the description carries the query's digest: servers may store the SQL reformatted
+            description = ("per window, every run's panes added up (each stored pane read "
+                           "once): see docs/dataflow.md, Restarts. txpipe "
+                           + hashlib.sha256(query.encode()).hexdigest()[:12])
+            try:
+                found = client.get_table(ref, timeout=timeout, retry=retry)
+            except NotFound:
+                found = None
+            if found is not None:
+                if found.description == description:
+                    return "exists"
+                found.view_query, found.description = query, description
+                client.update_table(found, ["view_query", "description"], timeout=timeout,
+                                    retry=retry)
+                return "updated"
+            created = bigquery.Table(ref)
+            created.view_query, created.description = query, description
+            try:
+                client.create_table(created, timeout=timeout, retry=retry)
                 return "created"
             except Conflict:
                 return "exists"
@@ -207,12 +242,65 @@ def bigquery_steps(settings, dimension_table: bool = False) -> list[Step]:
         Step("dead-letter table", settings.bigquery_dead_letter_table,
              table(settings.bigquery_dead_letter_table_id, DEAD_LETTERS,
                    "messages that broke the contract, with the reason")),
+        Step("totals view", f"{project}:{dataset_id}.{WINDOW_STATS.totals_view}",
+             view(settings.bigquery_table_id, WINDOW_STATS)),
     ]
     if dimension_table:
         name = dimension_table_name(settings.bigquery_table_id)
         steps.append(Step("dimension table", f"{project}:{dataset_id}.{name}",
                           table(name, DIMENSION_STATS, "window statistics per dimension value")))
+        steps.append(Step("totals view", f"{project}:{dataset_id}.{DIMENSION_STATS.totals_view}",
+                          view(name, DIMENSION_STATS)))
     return steps
+
+
+_LEGACY_TYPES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
+
+
+def schema_drift(found, table) -> str | None:
+    """How an existing BigQuery table differs from ``table`` in a way the sink's rows would
+    not fit (missing columns, other types), or None."""
+    have = {f.name: _LEGACY_TYPES.get(f.field_type, f.field_type) for f in found.schema}
+    missing = [c.name for c in table.columns if c.name not in have]
+    if missing:
+        return f"missing columns: {', '.join(missing)}"
+    other = [f"{c.name} {have[c.name]}, not {_LEGACY_TYPES.get(c.kind.value, c.kind.value)}"
+             for c in table.columns
+             if have[c.name] != _LEGACY_TYPES.get(c.kind.value, c.kind.value)]
+    return f"other column types: {'; '.join(other)}" if other else None
+
+
+#: How long ``run``'s check waits for each BigQuery call.
+CHECK_TIMEOUT_SECONDS = 15.0
+
+
+def check_bigquery(settings, dimension_table: bool = False) -> None:
+    """Before a run writes to BigQuery: credentials, the dataset (which it does not create),
+    and the tables and views of :func:`bigquery_steps`, created where missing — which also
+    proves the dataset writable. Raises ResourceError with one line."""
+    if not os.environ.get("BIGQUERY_EMULATOR_HOST"):
+        import google.auth
+        from google.auth.exceptions import GoogleAuthError
+
+        try:
+            google.auth.default()
+        except GoogleAuthError:
+            raise ResourceError(
+                "BigQuery: no Google Cloud credentials (run `gcloud auth application-default "
+                "login`, or set BIGQUERY_EMULATOR_HOST=http://HOST:PORT for a local BigQuery)"
+            ) from None
+    try:
+        client = bigquery_client(settings.project_id)
+    except Exception as exc:
+        raise ResourceError(f"BigQuery: {_one_line(exc)}") from None
+    steps = bigquery_steps(settings, dimension_table, create_dataset=False, quick=True,
+                           client=client)
+    for step, outcome in run_steps(steps):
+        if outcome.startswith("exists ("):
+            raise ResourceError(
+                f"{step.kind} {step.name} does not fit txpipe's rows "
+                f"{outcome.removeprefix('exists ')}: created by an older txpipe or by hand? "
+                "See docs/dataflow.md (Restarts)")
 
 
 def run_steps(steps: list[Step]) -> Iterator[tuple[Step, str]]:
@@ -247,7 +335,11 @@ def plan(settings, dimension_table: bool = False) -> list[tuple[str, str]]:
                          "clustered by window_start_time)"),
         ("dead-letter table", f"{settings.bigquery_dead_letter_table} (DAY partitions on "
                               "seen_at, clustered by reason)"),
-    ] + ([("dimension table", dimension_table_name(settings.bigquery_table))]
+        ("totals view", f"{settings.project_id}:{settings.bigquery_dataset_id}."
+                        f"{WINDOW_STATS.totals_view} (each run's panes per window, added up)"),
+    ] + ([("dimension table", dimension_table_name(settings.bigquery_table)),
+          ("totals view", f"{settings.project_id}:{settings.bigquery_dataset_id}."
+                          f"{DIMENSION_STATS.totals_view}")]
          if dimension_table else [])
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from txpipe import money
-from txpipe.contract import UTC, format_timestamp
+from txpipe.contract import UTC, Reason, format_timestamp
 
 
 class Kind(str, Enum):
@@ -45,12 +45,15 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """A table's columns, partitioning and the key that makes writes idempotent."""
+    """A table's columns, partitioning and the key that identifies a row across runs: a write
+    whose key is already stored is a retry or a rerun, and changes nothing."""
 
     columns: tuple[Column, ...]
     key: tuple[str, ...] = ()
     partition_column: str | None = None
     clustering: tuple[str, ...] = ()
+    #: The view summing each run's panes per window (statistics tables only).
+    totals_view: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -81,6 +84,42 @@ class Table:
             cols.append("PRIMARY KEY (" + ", ".join(f'"{k}"' for k in self.key) + ")")
         return f'CREATE TABLE IF NOT EXISTS "{table}" (\n  ' + ",\n  ".join(cols) + "\n)"
 
+    def totals_sql(self, source: str) -> str:
+        """The totals view over ``source`` (the table's name, quoted for the warehouse): per
+        window (and dimension value), the statistics every run counted, added up.
+
+        Each stored pane is read once, whatever a retry or a rerun stored again; a run's
+        panes count as its last one when they accumulate, all of them when they discard.
+        Plain SQL that DuckDB and BigQuery both run.
+        """
+        group = ", ".join(k for k in self.key if k not in ("run_id", "pane_index"))
+        return (
+            f"SELECT {group},\n"
+            "  SUM(total_transactions) AS total_transactions,\n"
+            "  SUM(total_amount_sum) AS total_amount_sum,\n"
+            "  MIN(min_amount) AS min_amount,\n"
+            "  MAX(max_amount) AS max_amount,\n"
+            "  COUNT(DISTINCT run_id) AS runs,\n"
+            "  MAX(processed_at) AS last_processed_at\n"
+            "FROM (\n"
+            f"  SELECT *, MAX(pane_index) OVER (PARTITION BY run_id, {group}) AS last_pane\n"
+            "  FROM (\n"
+            f"    SELECT *, ROW_NUMBER() OVER (PARTITION BY {', '.join(self.key)} "
+            "ORDER BY processed_at) AS copy\n"
+            f"    FROM {source})\n"
+            "  WHERE copy = 1)\n"
+            "WHERE accumulation = 'discarding' OR pane_index = last_pane\n"
+            f"GROUP BY {group}"
+        )
+
+    def jsonl_source(self, pattern: str) -> str:
+        """DuckDB's reader of this table's JSON Lines files (the JSONL sink's), typed as the
+        warehouse's columns: ``totals_sql(jsonl_source('out/windows-*.jsonl'))`` is the totals
+        view over files."""
+        columns = ", ".join(f"'{c.name}': '{c.duckdb_type}'" for c in self.columns)
+        quoted = pattern.replace("'", "''")
+        return f"read_json('{quoted}', format = 'newline_delimited', columns = {{{columns}}})"
+
     def to_json_row(self, row: dict[str, Any]) -> dict[str, Any]:
         """JSON-safe values: RFC 3339 UTC timestamps, money as exact decimal strings."""
         out: dict[str, Any] = {}
@@ -98,6 +137,22 @@ class Table:
 
     def to_jsonl(self, row: dict[str, Any]) -> str:
         return orjson.dumps(self.to_json_row(row)).decode()
+
+    def to_storage_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The Python types Beam's Storage Write API transform encodes: Decimal money at the
+        NUMERIC scale, Beam Timestamps."""
+        from apache_beam.utils.timestamp import Timestamp
+
+        out: dict[str, Any] = {}
+        for c in self.columns:
+            value = row.get(c.name)
+            if value is not None and c.kind is Kind.TIMESTAMP:
+                value = Timestamp.from_utc_datetime(value.astimezone(UTC))
+            elif value is not None and c.kind is Kind.MONEY:
+                value = Decimal(value).quantize(Decimal(1).scaleb(-money.SCALE),
+                                                context=money.CONTEXT)
+            out[c.name] = value
+        return out
 
     def arrow_schema(self):
         import pyarrow as pa
@@ -147,18 +202,25 @@ _STATS = (
     Column("max_amount", Kind.MONEY, False, "largest amount"),
     Column("min_amount", Kind.MONEY, False, "smallest amount"),
 )
+_RUN = (
+    Column("run_id", Kind.STRING, True, "the run that counted these panes: derived from the input "
+           "for a replay (a rerun is the same run), drawn once per streaming job"),
+    Column("accumulation", Kind.STRING, True, "accumulating (the run's last pane is its window "
+           "total) or discarding (its panes add up)"),
+)
 _WINDOW = (
     Column("window_start_time", Kind.TIMESTAMP, True, "event-time window start (inclusive, UTC)"),
     Column("window_end_time", Kind.TIMESTAMP, True, "event-time window end (exclusive, UTC)"),
 )
 
-#: One row per window pane. With accumulating panes a later pane replaces an earlier one;
-#: consumers read the highest pane_index of each window.
+#: One row per window pane of a run. With accumulating panes a run's highest pane_index is its
+#: total for the window; the totals view adds the runs up.
 WINDOW_STATS = Table(
-    columns=_WINDOW + _STATS + _PANE,
-    key=("window_start_time", "window_end_time", "pane_index"),
+    columns=_WINDOW + _STATS + _PANE + _RUN,
+    key=("run_id", "window_start_time", "window_end_time", "pane_index"),
     partition_column="window_start_time",
     clustering=("window_start_time",),
+    totals_view="window_totals",
 )
 
 def dimension_table_name(table: str) -> str:
@@ -171,20 +233,35 @@ DIMENSION_STATS = Table(
     columns=_WINDOW + (
         Column("dimension", Kind.STRING, True, "the message field broken down, e.g. category"),
         Column("dimension_value", Kind.STRING, True, "its value ('' when the field was absent)"),
-    ) + _STATS + _PANE,
-    key=("window_start_time", "window_end_time", "dimension", "dimension_value", "pane_index"),
+    ) + _STATS + _PANE + _RUN,
+    key=("run_id", "window_start_time", "window_end_time", "dimension", "dimension_value",
+         "pane_index"),
     partition_column="window_start_time",
     clustering=("dimension", "dimension_value"),
+    totals_view="window_totals_by_dimension",
 )
 
+#: The reason of a dead letter that is not a message but an output row BigQuery refused (its
+#: payload is the row as JSON). The message contract's reasons are txpipe.contract.Reason.
+BIGQUERY_REJECTED = "bigquery_rejected"
+DEAD_LETTER_REASONS = (*(r.value for r in Reason), BIGQUERY_REJECTED)
+
+#: One row per rejected message (or refused output row) and run; a rerun or a retried write
+#: of the same dead letter has the same dead_letter_id.
 DEAD_LETTERS = Table(
     columns=(
-        Column("reason", Kind.STRING, True, "malformed_json, not_an_object, missing_field, "
-                                           "invalid_type, invalid_amount or invalid_timestamp"),
-        Column("message", Kind.STRING, True, "what is wrong, in words"),
-        Column("payload", Kind.STRING, True, "the raw message text, truncated to 64 KiB"),
+        Column("reason", Kind.STRING, True, ", ".join(DEAD_LETTER_REASONS[:-1])
+               + f" (the message contract) or {BIGQUERY_REJECTED} (a row BigQuery refused)"),
+        Column("message", Kind.STRING, True, "what is wrong, in words (BigQuery's error text "
+               f"for {BIGQUERY_REJECTED})"),
+        Column("payload", Kind.STRING, True, "the raw message text, truncated to 64 KiB (the "
+               f"refused row as JSON for {BIGQUERY_REJECTED})"),
         Column("seen_at", Kind.TIMESTAMP, True, "when the pipeline rejected it (UTC)"),
+        Column("run_id", Kind.STRING, True, "the run that rejected it (as in the window table)"),
+        Column("dead_letter_id", Kind.STRING, True, "hash of run, reason, payload and the "
+               "how-many-th such payload of the run this is: the same in a rerun or a retry"),
     ),
+    key=("dead_letter_id",),
     partition_column="seen_at",
     clustering=("reason",),
 )

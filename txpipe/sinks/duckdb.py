@@ -1,23 +1,42 @@
 """The embedded local warehouse: a DuckDB file, written in bulk through Arrow.
 
-Window rows are upserted on (window, pane), so a retried bundle writes the same row again
-instead of a second one. DuckDB lets one process write a file at a time: rows are funnelled
-through one key and batched, and a writer that finds the file locked (a notebook reading it,
-another replay worker) retries with backoff.
+Rows are inserted with ``INSERT OR IGNORE`` on their key (txpipe.schema): the run, the window
+and the pane for statistics, the dead-letter id for dead letters. A retried batch, a rerun of
+the same replay or a run resumed after a kill -9 finds its keys stored and changes nothing; a
+restarted stream writes under a run id of its own and never touches an earlier run's rows.
+The whole schema — tables and the ``window_totals`` views — is created at once, by ``run``'s
+check before any data is read or else by the first writer to find its table missing, so no
+run leaves dead letters without a window table.
+
+DuckDB lets one process write a file at a time: rows are funnelled through one key and
+batched, and a writer that finds the file locked (a notebook reading it) retries with backoff.
+A bounded input is batched with a GroupByKey (no timer, so the DirectRunner keeps its fast
+batch executor); a stream with GroupIntoBatches, flushed every second.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.transforms import window
 
 from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table, dimension_table_name
+from txpipe.sinks.identity import RunIdentity
 
+#: How long a writer retries a file another process holds, once the run has started.
 LOCK_RETRY_SECONDS = 120.0
+#: Writers of one process (the DirectRunner's threads) create the schema one at a time: DuckDB
+#: refuses concurrent catalog changes with a write-write conflict.
+_SCHEMA_LOCK = threading.Lock()
+
+
+class WarehouseError(Exception):
+    """The warehouse file cannot be used; the message is one line."""
 
 
 def connect(path: str, read_only: bool = False, retry_seconds: float = LOCK_RETRY_SECONDS):
@@ -32,60 +51,22 @@ def connect(path: str, read_only: bool = False, retry_seconds: float = LOCK_RETR
             con.execute("SET TimeZone='UTC'")
             return con
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+            if not is_lock_error(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
 
-def ensure_table(con, table: Table, name: str) -> None:
-    con.execute(table.duckdb_ddl(name))
+def is_lock_error(exc: Exception) -> bool:
+    return "lock" in str(exc).lower()
 
 
-class _WriteBatchFn(beam.DoFn):
-    def __init__(self, path: str, table: Table, name: str):
-        self.path, self.table, self.name = path, table, name
+def lock_holder(exc: Exception) -> str:
+    """"PID 1234" from DuckDB's conflicting-lock message, or "another process"."""
+    import re
 
-    def setup(self):
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        con = connect(self.path)
-        try:
-            ensure_table(con, self.table, self.name)
-        finally:
-            con.close()
-
-    def process(self, keyed_batch):
-        _, rows = keyed_batch
-        rows = list(rows)
-        if not rows:
-            return
-        batch = self.table.to_arrow(rows)  # noqa: F841 - read by DuckDB's replacement scan
-        verb = "INSERT OR REPLACE" if self.table.key else "INSERT"
-        con = connect(self.path)
-        try:
-            con.execute(f'{verb} INTO "{self.name}" SELECT * FROM batch')
-        finally:
-            con.close()
-        yield len(rows)
-
-
-class WriteDuckDB(beam.PTransform):
-    def __init__(self, path: str, table: Table, name: str, batch_size: int = 5000,
-                 flush_seconds: float = 1.0):
-        super().__init__()
-        self.path, self.table, self.name = path, table, name
-        self.batch_size, self.flush_seconds = batch_size, flush_seconds
-
-    def expand(self, rows):
-        return (
-            rows
-            | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-            | "OneWriter" >> beam.WithKeys(self.name)
-            | "Batch" >> beam.GroupIntoBatches(
-                self.batch_size, max_buffering_duration_secs=self.flush_seconds)
-            | "Insert" >> beam.ParDo(_WriteBatchFn(self.path, self.table, self.name))
-        )
+    found = re.search(r"\(PID (\d+)\)", str(exc))
+    return f"process {found.group(1)}" if found else "another process"
 
 
 @dataclass(frozen=True)
@@ -98,11 +79,136 @@ class DuckDBSink:
     def dimension_table(self) -> str:
         return dimension_table_name(self.table)
 
-    def windows(self) -> beam.PTransform:
-        return WriteDuckDB(self.path, WINDOW_STATS, self.table)
+    def tables(self, dimensions: bool = False) -> list[tuple[Table, str]]:
+        """The warehouse's tables with their names here: windows and dead letters always, the
+        per-dimension table when a run breaks down."""
+        return [(WINDOW_STATS, self.table), (DEAD_LETTERS, self.dead_letter_table)] + (
+            [(DIMENSION_STATS, self.dimension_table)] if dimensions else [])
 
-    def dimension_stats(self) -> beam.PTransform:
-        return WriteDuckDB(self.path, DIMENSION_STATS, self.dimension_table)
+    def windows(self, run: RunIdentity) -> beam.PTransform:
+        return WriteDuckDB(self, WINDOW_STATS, self.table, run.stamp)
 
-    def dead_letters(self) -> beam.PTransform:
-        return WriteDuckDB(self.path, DEAD_LETTERS, self.dead_letter_table)
+    def dimension_stats(self, run: RunIdentity) -> beam.PTransform:
+        return WriteDuckDB(self, DIMENSION_STATS, self.dimension_table, run.stamp)
+
+    def dead_letters(self, run: RunIdentity) -> beam.PTransform:
+        return WriteDuckDB(self, DEAD_LETTERS, self.dead_letter_table)
+
+    def ensure_schema(self, con, dimensions: bool = False) -> None:
+        """Create what is missing (tables, totals views); refuse a table of another layout."""
+        with _SCHEMA_LOCK:
+            self._ensure_schema(con, dimensions)
+
+    def _ensure_schema(self, con, dimensions: bool) -> None:
+        for table, name in self.tables(dimensions):
+            con.execute(table.duckdb_ddl(name))
+            have = [r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                "ORDER BY ordinal_position", [name]).fetchall()]
+            if have != list(table.names):
+                missing = [c for c in table.names if c not in have]
+                raise WarehouseError(
+                    f"table {name!r} in {self.path} has another layout (missing: "
+                    f"{', '.join(missing) or 'none'}; written by an older txpipe?): move the "
+                    "file aside or write to another --output")
+            if table.totals_view:
+                con.execute(f'CREATE OR REPLACE VIEW "{table.totals_view}" AS\n'
+                            + table.totals_sql(f'"{name}"'))
+
+    def check(self, dimensions: bool = False, wait_seconds: float = 20.0,
+              progress: Callable[[str], None] | None = None) -> None:
+        """Open the file as the writer will (before any data is read): it must be a DuckDB
+        database, not held by another process beyond ``wait_seconds``, and of this layout.
+        Creates the schema. Raises WarehouseError with one line."""
+        import duckdb
+
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        deadline = time.monotonic() + wait_seconds
+        said = False
+        while True:
+            try:
+                con = duckdb.connect(self.path)
+                break
+            except duckdb.IOException as exc:
+                if not is_lock_error(exc):
+                    raise WarehouseError(
+                        f"{self.path} is not a DuckDB database "
+                        f"({' '.join(str(exc).split())[:160]})") from None
+                if time.monotonic() >= deadline:
+                    raise WarehouseError(
+                        f"{self.path} is locked by {lock_holder(exc)} (waited "
+                        f"{wait_seconds:g} s): close the other connection or write to another "
+                        "--output") from None
+                if not said and progress is not None:
+                    progress(f"{self.path} is locked by {lock_holder(exc)}; waiting up to "
+                             f"{wait_seconds:g} s for it")
+                    said = True
+                time.sleep(0.25)
+        try:
+            con.execute("SET TimeZone='UTC'")
+            self.ensure_schema(con, dimensions)
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{self.path}: {' '.join(str(exc).split())[:200]}") from None
+        finally:
+            con.close()
+
+
+class _WriteBatchFn(beam.DoFn):
+    """Inserts batches; creates the schema the first time a table is found missing (the
+    streaming DirectRunner sets a DoFn up again for every bundle, so not in ``setup``)."""
+
+    def __init__(self, sink: DuckDBSink, table: Table, name: str):
+        self.sink, self.table, self.name = sink, table, name
+
+    def setup(self):
+        os.makedirs(os.path.dirname(os.path.abspath(self.sink.path)), exist_ok=True)
+
+    def process(self, keyed_rows):
+        import duckdb
+
+        _, rows = keyed_rows
+        rows = list(rows)
+        for start in range(0, len(rows), WriteDuckDB.BATCH_SIZE):
+            batch = self.table.to_arrow(rows[start:start + WriteDuckDB.BATCH_SIZE])  # noqa: F841
+            insert = f'INSERT OR IGNORE INTO "{self.name}" SELECT * FROM batch'
+            con = connect(self.sink.path)  # a connection per batch: readers get a turn
+            try:
+                try:
+                    con.execute(insert)
+                except (duckdb.CatalogException, duckdb.BinderException):
+                    # no such table yet, or one of another layout (refused in one line)
+                    self.sink.ensure_schema(con, dimensions=self.table is DIMENSION_STATS)
+                    con.execute(insert)
+            finally:
+                con.close()
+        yield len(rows)
+
+
+class WriteDuckDB(beam.PTransform):
+    """Rows -> one table of the warehouse; returns nothing (DuckDB refuses no row it is given
+    that BigQuery would accept: a refused batch fails the run instead)."""
+
+    BATCH_SIZE = 5000
+    FLUSH_SECONDS = 1.0
+
+    def __init__(self, sink: DuckDBSink, table: Table, name: str,
+                 stamp: Callable[[dict], dict] | None = None):
+        super().__init__()
+        self.sink, self.table, self.name, self.stamp = sink, table, name, stamp
+
+    def expand(self, rows):
+        if self.stamp is not None:
+            rows = rows | "Identify" >> beam.Map(self.stamp)
+        keyed = (
+            rows
+            | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+            | "OneWriter" >> beam.WithKeys(self.name)
+        )
+        if rows.is_bounded:
+            batches = keyed | "Batch" >> beam.GroupByKey()
+        else:
+            batches = keyed | "Batch" >> beam.GroupIntoBatches(
+                self.BATCH_SIZE, max_buffering_duration_secs=self.FLUSH_SECONDS)
+        batches | "Insert" >> beam.ParDo(_WriteBatchFn(self.sink, self.table, self.name))
+        return None

@@ -1,4 +1,11 @@
-"""JSON Lines files: one object per window pane, money as exact decimal strings."""
+"""JSON Lines files: one object per window pane, money as exact decimal strings.
+
+The rows carry their run (txpipe.sinks.identity) and the files are named by it
+(``PREFIX-<run_id>-...``): a rerun of the same replay rewrites its own files with the same
+rows, a restarted stream writes files of its own beside the earlier run's. The totals across
+runs are the same query as the warehouses' ``window_totals`` view, over the files
+(docs/dataflow.md, Restarts).
+"""
 
 from __future__ import annotations
 
@@ -10,39 +17,41 @@ from apache_beam.io import fileio
 from apache_beam.transforms import window
 
 from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
+from txpipe.sinks.identity import RunIdentity
 
 
 class WriteJsonl(beam.PTransform):
-    """Rows -> files named PREFIX-*.jsonl.
+    """Rows -> files named PREFIX-<run_id>-*.jsonl.
 
     A replay writes one set of shards for the whole run; a streaming run writes a file per
-    minute of event time, as unbounded output must be cut somewhere. Each table has its own
-    suffix: Beam replaces the files matching ``PREFIX-*-of-N<suffix>`` of a previous run, and
-    the suffix keeps that from reaching another table's files under a similar prefix.
+    minute of event time, as unbounded output must be cut somewhere. Beam replaces the files
+    matching ``PREFIX-<run_id>-*-of-N<suffix>``: a rerun's own, never another run's; each table
+    has its own suffix, which keeps that from reaching another table's files.
     """
 
-    def __init__(self, prefix: str, table: Table, streaming: bool, suffix: str = ".jsonl"):
+    def __init__(self, prefix: str, table: Table, streaming: bool, run: RunIdentity,
+                 suffix: str = ".jsonl", stamp: bool = True):
         super().__init__()
         self.prefix, self.table, self.streaming, self.suffix = prefix, table, streaming, suffix
+        self.run, self.stamp = run, stamp
 
     def expand(self, rows):
+        if self.stamp:
+            rows = rows | "Identify" >> beam.Map(self.run.stamp)
         lines = rows | "ToJson" >> beam.Map(self.table.to_jsonl)
+        prefix = f"{self.prefix}-{self.run.run_id}"
         if not self.streaming:
-            return (
-                lines
-                | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-                | "WriteText" >> beam.io.WriteToText(self.prefix, file_name_suffix=self.suffix)
-            )
-        directory, name = os.path.split(os.path.abspath(self.prefix))
-        return (
-            lines
-            | "PerMinute" >> beam.WindowInto(window.FixedWindows(60))
-            | "WriteFiles" >> fileio.WriteToFiles(
+            lines | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows()) | (
+                "WriteText" >> beam.io.WriteToText(prefix, file_name_suffix=self.suffix))
+            return None
+        directory, name = os.path.split(os.path.abspath(prefix))
+        lines | "PerMinute" >> beam.WindowInto(window.FixedWindows(60)) | (
+            "WriteFiles" >> fileio.WriteToFiles(
                 path=directory,
                 file_naming=fileio.default_file_naming(prefix=name, suffix=self.suffix),
                 shards=1,
-            )
-        )
+            ))
+        return None
 
 
 @dataclass(frozen=True)
@@ -52,13 +61,13 @@ class JsonlSink:
     dimension_output: str | None = None
     streaming: bool = False
 
-    def windows(self) -> beam.PTransform:
-        return WriteJsonl(self.output, WINDOW_STATS, self.streaming)
+    def windows(self, run: RunIdentity) -> beam.PTransform:
+        return WriteJsonl(self.output, WINDOW_STATS, self.streaming, run)
 
-    def dimension_stats(self) -> beam.PTransform:
+    def dimension_stats(self, run: RunIdentity) -> beam.PTransform:
         return WriteJsonl(self.dimension_output or f"{self.output}-by-dimension",
-                          DIMENSION_STATS, self.streaming, ".by-dimension.jsonl")
+                          DIMENSION_STATS, self.streaming, run, ".by-dimension.jsonl")
 
-    def dead_letters(self) -> beam.PTransform:
-        return WriteJsonl(self.dead_letter_output, DEAD_LETTERS, self.streaming,
-                          ".dead-letters.jsonl")
+    def dead_letters(self, run: RunIdentity) -> beam.PTransform:
+        return WriteJsonl(self.dead_letter_output, DEAD_LETTERS, self.streaming, run,
+                          ".dead-letters.jsonl", stamp=False)
