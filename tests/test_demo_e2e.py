@@ -77,8 +77,7 @@ def test_emulator_restart_mid_run_loses_nothing_silently(tmp_path, monkeypatch):
     emulator = PubSubEmulator(port=port, log_path=tmp_path / "emulator.log").start()
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.emulator_host)
     settings = unique_settings(window_size_seconds=WINDOW, allowed_lateness_seconds=LATENESS)
-    cfg = DemoConfig(seconds=14, rate=150, seed=11, late_rate=0.0, local_dir=tmp_path,
-                     drain_grace_seconds=6)
+    cfg = DemoConfig(seconds=14, rate=150, seed=11, late_rate=0.0, local_dir=tmp_path)
     pids = [emulator.pid]
     restarted = []
 
