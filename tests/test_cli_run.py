@@ -169,6 +169,13 @@ def test_a_streaming_replay_gives_the_same_windows(replay):
     so every window fires once, on time, and the per-minute JSONL files hold the recount."""
     code, out, err = replay["streaming"]
     assert code == 0, err
+    # Its counters are exact too (the lab makes the streaming DirectRunner commit them all).
+    counts = summary_counts(out)
+    assert {k: counts[k] for k in ("read", "valid", "unique", "duplicates_dropped",
+                                   "dead_lettered")} == {
+        "read": len(replay["txs"]) + replay["resent"] + len(replay["bad"]),
+        "valid": len(replay["txs"]) + replay["resent"], "unique": len(replay["txs"]),
+        "duplicates_dropped": replay["resent"], "dead_lettered": len(replay["bad"])}
     work = replay["work"]
     rows = _read_jsonl(str(work / "stream" / "windows-*.jsonl"))
     assert_windows_match(rows, replay["txs"], 20)  # WINDOW_SIZE_SECONDS=20 from .env

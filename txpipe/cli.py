@@ -258,7 +258,7 @@ def execute(run: RunPlan) -> Outcome:
     if adapter is not None:
         from txpipe.windowing import WindowSpec
 
-        return _run_local(adapter.run(pipeline, WindowSpec.from_settings(run.settings)))
+        return _run_local(adapter, pipeline, WindowSpec.from_settings(run.settings))
     result = None
     try:
         with runners.StopSignals(interrupt=True):
@@ -272,11 +272,14 @@ def execute(run: RunPlan) -> Outcome:
     return Outcome(result)
 
 
-def _run_local(handle) -> Outcome:
-    """Wait for a local streaming run: the first Ctrl+C / SIGTERM drains it, a second cancels."""
+def _run_local(adapter, pipeline, windows) -> Outcome:
+    """Run a local streaming pipeline: the first Ctrl+C / SIGTERM drains it, a second cancels."""
     from txpipe.runners import StopSignals
 
     with StopSignals() as signals:
+        handle = adapter.run(pipeline, windows)
+        print("txpipe run: streaming on the DirectRunner; Ctrl+C or SIGTERM drains (every open "
+              "window fires and is written), a second one cancels", file=sys.stderr, flush=True)
         while not handle.wait(0.2):
             if signals.count == 1 and not handle.draining:
                 print("txpipe run: draining: reading stopped; every open window fires and is "

@@ -435,6 +435,8 @@ class LocalRun:
         watermark) and of those ``too_late`` (after their window's allowed lateness: dropped by
         the runner, unless a duplicate or a dead letter anyway); ``event_ts_fallbacks``, read
         at their publish time for want of a usable event_ts attribute."""
+        if not self.session.reads:
+            return {}  # no Pub/Sub read in this pipeline
         behind = self.session.behind()
         counters = {"pulled": self.session.pulled, "late": len(behind)}
         if self.session.dropped is not None:
