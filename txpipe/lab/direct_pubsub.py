@@ -412,6 +412,18 @@ class LocalRun:
             raise self._error
         return True
 
+    def finish(self, timeout: float = 120.0) -> bool:
+        """Let the read empty the subscription as it stands now, then drain and wait for the
+        end — what a notebook does when its publisher is done. False if not done in time."""
+        since = time.monotonic()
+        deadline = since + timeout
+        while not (self.session.caught_up_since(since) or self.done):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        self.drain()
+        return self.wait(max(0.0, deadline - time.monotonic()))
+
     def cancel(self) -> Cancelled:
         """Stop at once; say what was pulled but not written."""
         watermark = self.pipeline_watermark()
