@@ -514,7 +514,10 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
     begun = time.monotonic()
     pipeline = beam.Pipeline(options=_streaming_options())
     sink = DuckDBSink(warehouse, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
-    build_pipeline(pipeline, settings, _Source(), sink)
+    from txpipe.lab.local_dedupe import BucketedDropDuplicates
+
+    build_pipeline(pipeline, settings, _Source(), sink,
+                   dedupe=BucketedDropDuplicates(settings.dedupe_horizon_seconds))
     result = pipeline.run()
     result.wait_until_finish()
     rows, dead = read_warehouse(warehouse, settings)

@@ -59,8 +59,9 @@ from txpipe.contract import ATTR_TRANSACTION_ID, ContractError, parse_timestamp,
 
 #: Messages per pull request (the emulator hands out at most 100 per pull whatever is asked).
 MAX_MESSAGES = 1000
-#: Messages per bundle: large bundles spread the runner's per-bundle cost thin.
-BUNDLE_SIZE = 2000
+#: Messages per bundle: the runner pays a fixed cost per bundle and step (it inspects every
+#: DoFn's signature, sinks connect); 5,000 caught up fastest of 2,000 / 5,000 / 10,000.
+BUNDLE_SIZE = 5000
 #: Pause after an empty pull, so an idle read neither spins nor stalls the watermark.
 IDLE_SECONDS = 0.1
 PULL_TIMEOUT_SECONDS = 30.0
@@ -232,11 +233,10 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
             # for this root, and its watermark at the end of time: every window fires.
             state.stopped = True
             return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
-        messages, events, emptied, fallbacks = self._pull()
+        elements, events, ids, emptied, fallbacks = self._pull()
         now = time.time_ns() // 1000
         with state.lock:
-            state.record(events, [m.attributes.get(ATTR_TRANSACTION_ID) for m in messages],
-                         fallbacks)
+            state.record(events, ids, fallbacks)
             watermark = state.watermark.pulled(events, now)
             if emptied:
                 watermark = state.watermark.idle(now)
@@ -248,10 +248,9 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
                        "attribute, read at their publish time (Parse stamps them with their "
                        "payload's timestamp)")
         bundles = []
-        if messages:
+        if elements:
             bundle = self._evaluation_context.create_bundle(output)
-            for event, message in zip(events, messages, strict=True):
-                element = message if self.source.with_attributes else message.data
+            for event, element in zip(events, elements, strict=True):
                 bundle.output(GlobalWindows.windowed_value(element,
                                                            timestamp=Timestamp(micros=event)))
             bundles.append(bundle)
@@ -267,23 +266,27 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
                                {None: Timestamp(micros=watermark)})
 
     def _pull(self):
-        """(messages, their event times in µs, when the subscription was found empty
-        (time.monotonic(), 0.0 if not), how many fell back to the publish time)."""
+        """(elements, their event times in µs, their transaction_id attributes, when the
+        subscription was found empty (time.monotonic(), 0.0 if not), how many fell back to the
+        publish time). Messages are read from the raw protobuf (the proto-plus wrapper cost
+        more than the rest of the read) and acknowledged once per bundle."""
         from apache_beam.io.gcp.pubsub import PubsubMessage
         from google.api_core import exceptions
+        from google.pubsub_v1.types import PullResponse
 
         client = self._get_subscriber_client(self._applied_ptransform)
         attribute = self.source.timestamp_attribute
+        with_attributes = self.source.with_attributes
         limit = self.session.bundle_size
-        messages, events = [], []
+        elements, events, ids, ack_ids = [], [], [], []
         fallbacks = 0
         emptied = 0.0
-        while len(messages) < limit:
+        while len(elements) < limit:
             asked = time.monotonic()
             try:
                 response = client.pull(request={
                     "subscription": self._sub_name,
-                    "max_messages": min(self.max_messages, limit - len(messages)),
+                    "max_messages": min(self.max_messages, limit - len(elements)),
                     # Deprecated for production subscribers, but it is what keeps an empty
                     # pull from holding the runner (and its watermark) for the whole deadline.
                     "return_immediately": True,
@@ -292,29 +295,32 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
                 _warn_once(self._sub_name, f"Pub/Sub read from {self._sub_name}: "
                            f"{' '.join(str(exc).split())[:200]}; retrying")
                 break
-            received = response.received_messages
+            received = PullResponse.pb(response).received_messages
             if not received:
                 emptied = asked
                 break
             for item in received:
-                message = PubsubMessage._from_message(item.message)
-                publish = (to_micros(item.message.publish_time)
-                           if item.message.publish_time else time.time_ns() // 1000)
-                event = attribute_micros(message.attributes.get(attribute)) if attribute else None
+                message = item.message
+                attributes = message.attributes
+                event = attribute_micros(attributes.get(attribute)) if attribute else None
                 if event is None:
                     fallbacks += bool(attribute)
-                    event = publish
-                messages.append(message)
+                    stamp = message.publish_time
+                    event = (stamp.seconds * 1_000_000 + stamp.nanos // 1000
+                             if stamp.seconds else time.time_ns() // 1000)
+                elements.append(PubsubMessage._from_proto_str(message.SerializeToString())
+                                if with_attributes else message.data)
                 events.append(event)
+                ids.append(attributes.get(ATTR_TRANSACTION_ID))
+                ack_ids.append(item.ack_id)
+        if ack_ids:
             try:
-                client.acknowledge(request={"subscription": self._sub_name,
-                                            "ack_ids": [item.ack_id for item in received]})
+                client.acknowledge(request={"subscription": self._sub_name, "ack_ids": ack_ids})
             except exceptions.GoogleAPICallError as exc:
                 # Kept: unacknowledged messages come back, and Dedupe drops the second copy.
                 _warn_once(self._sub_name, f"Pub/Sub acknowledge on {self._sub_name}: "
                            f"{' '.join(str(exc).split())[:200]}; retrying")
-                break
-        return messages, events, emptied, fallbacks
+        return elements, events, ids, emptied, fallbacks
 
 
 def _unavailable() -> tuple[type[Exception], ...]:
