@@ -273,3 +273,18 @@ def test_a_mistake_is_one_line_and_exit_2(mistakes, name):
     assert "Traceback" not in err
     assert out == ""
     assert os.listdir(work / "out") == []  # nothing was written
+
+
+def test_the_event_time_attribute_is_a_setting_and_can_be_turned_off(tmp_path, monkeypatch):
+    """Publishers whose ``event_ts`` cannot be trusted: read by publish time instead."""
+    from txpipe.cli import plan
+
+    monkeypatch.chdir(tmp_path)
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    base = ["--sink", "duckdb", "--output", "w.duckdb"]
+    assert plan(base).source.timestamp_attribute == "event_ts"
+    assert plan([*base, "--timestamp-attribute", "ts_ms"]).source.timestamp_attribute == "ts_ms"
+    assert plan([*base, "--timestamp-attribute", ""]).source.timestamp_attribute is None
+    monkeypatch.setenv("PUBSUB_TIMESTAMP_ATTRIBUTE", "")
+    assert plan(base).source.timestamp_attribute is None

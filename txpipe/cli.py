@@ -167,6 +167,7 @@ def plan(argv: list[str]) -> RunPlan:
 
         runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
         source = PubSubSource(args.subscription or settings.subscription_path,
+                              timestamp_attribute=settings.pubsub_timestamp_attribute or None,
                               id_label=ATTR_TRANSACTION_ID if is_dataflow(runner) else None)
         streaming = True
     if args.dead_letter_topic and not streaming:
