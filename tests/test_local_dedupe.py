@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from txpipe import metrics
 from txpipe.contract import Transaction
 from txpipe.dedupe import DropDuplicates
-from txpipe.lab.direct_pubsub import fix_streaming_metrics
 from txpipe.lab.local_dedupe import BucketedDropDuplicates, bucket
+from txpipe.lab.local_run import fix_streaming_metrics
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
