@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from txpipe.errors import OneLineParser, UsageError
 
 if TYPE_CHECKING:
-    from txpipe.config import Settings
+    from txpipe.config import Route, Settings
     from txpipe.sinks import Sink
     from txpipe.sources import Source
 
@@ -75,6 +75,8 @@ class RunPlan:
     streaming: bool
     breakdown: str | None
     dead_letter_topic: str | None
+    route: Route = None  # type: ignore[assignment]  # set by plan()
+    route_reason: str = ""
 
 
 def _writable_prefix(prefix: str, what: str) -> None:
@@ -195,8 +197,14 @@ def plan(argv: list[str]) -> RunPlan:
                              "BIGQUERY_TABLE_ID (or --bigquery-dataset / --bigquery-table), "
                              "not --output")
         sink = BigQuerySink.from_settings(settings)
+    from txpipe.pipeline import choose_route
+
+    try:
+        route, why = choose_route(settings, source, args.breakdown)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return RunPlan(settings, source, sink, beam_args, streaming, args.breakdown,
-                   args.dead_letter_topic)
+                   args.dead_letter_topic, route, why)
 
 
 def pipeline_options(run: RunPlan):
@@ -253,7 +261,8 @@ def execute(run: RunPlan) -> Outcome:
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
                    dead_letter_topic=run.dead_letter_topic,
-                   dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds) if adapter else None)
+                   dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds) if adapter else None,
+                   route=run.route)
     if run.streaming and is_dataflow(runner):
         return Outcome(pipeline.run())  # runs until drained; waiting here would cancel it on Ctrl-C
     if adapter is not None:
@@ -328,8 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     from txpipe.windowing import WindowSpec
 
     logs.configure(run.settings.log_level.value)
-    log.info("starting: %s from %s into %s", WindowSpec.from_settings(run.settings).describe(),
-             type(run.source).__name__, type(run.sink).__name__)
+    log.info("starting: %s from %s into %s; %s route (%s)",
+             WindowSpec.from_settings(run.settings).describe(), type(run.source).__name__,
+             type(run.sink).__name__, run.route.value, run.route_reason)
     try:
         outcome = execute(run)
     except KeyboardInterrupt:  # before the pipeline started
@@ -349,8 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
         return 0
     counters = read_counters(result) if result is not None else None
+    route = f"route={run.route.value}"
     if outcome.ended == "cancelled":
-        print(summary(counters or {}, outcome.source) + "  (counted before the cancel)")
+        print(f"{summary(counters or {}, outcome.source)} {route}  (counted before the cancel)")
         print(f"txpipe run: {outcome.note}", file=sys.stderr)
         return 130
     if outcome.ended == "interrupted":
@@ -358,9 +369,10 @@ def main(argv: list[str] | None = None) -> int:
             print("txpipe run: interrupted before the runner returned: no counters (a batch "
                   "run reports them when it completes)", file=sys.stderr)
         else:
-            print(summary(counters, outcome.source) + "  (counted before the interruption)")
+            print(f"{summary(counters, outcome.source)} {route}  (counted before the "
+                  "interruption)")
         return 130
     if outcome.ended == "drained":
         print("txpipe run: drained: every window of what was read is written", file=sys.stderr)
-    print(summary(counters, outcome.source))
+    print(f"{summary(counters, outcome.source)} {route}")
     return 0

@@ -26,6 +26,14 @@ class Accumulation(str, Enum):
     DISCARDING = "discarding"
 
 
+class Route(str, Enum):
+    """How TransactionStats computes: element by element (streaming's plan, every runner and
+    spec), or in batches (bounded input only; see txpipe.batch)."""
+
+    ELEMENTWISE = "element-wise"
+    BATCHED = "batched"
+
+
 class LogLevel(str, Enum):
     DEBUG = "DEBUG"
     INFO = "INFO"
@@ -95,6 +103,11 @@ class Settings(BaseSettings):
     dedupe_horizon_seconds: int = Field(
         600, gt=0, description="how long a transaction id is remembered to drop redeliveries",
         json_schema_extra={"flag": "dedupe-horizon"})
+
+    route: Route | None = Field(
+        None, description="element-wise or batched; default: batched for a bounded input "
+        "(replay) when the window spec allows it, element-wise otherwise (always for streaming)",
+        json_schema_extra={"flag": "route"})
 
     log_level: LogLevel = Field(LogLevel.INFO, description="log level",
                                 json_schema_extra={"flag": "log-level"})
