@@ -58,6 +58,8 @@ class DemoConfig:
     late_rate: float = 0.01
     jitter_seconds: float = 2.0
     local_dir: Path = Path(".local")
+    #: The local read's estimation band (the watermark trails the clock by it once caught up).
+    band_seconds: float = 10.0
 
     def simulation(self, settings):
         """The simulator's config: late events sent well after their window closed, jitter well
@@ -363,7 +365,7 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     expect = Expectation(settings.window_size_seconds)
     spec = WindowSpec.from_settings(settings)
 
-    local = LocalStreaming(first_deliveries=True)
+    local = LocalStreaming(band_seconds=cfg.band_seconds, first_deliveries=True)
     pipeline = beam.Pipeline(options=_streaming_options())
     # id_label: the DirectRunner refuses it; the pipeline's own Dedupe does that job.
     source = PubSubSource(settings.subscription_path, id_label=None)
@@ -418,6 +420,13 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
                 cancelled = handle.cancel().line()
             else:
                 caught_up_after = time.monotonic() - published_at
+                # Windows that ended while publishing fire by the watermark, which trails the
+                # clock by the band once caught up; then the drain fires the last, open ones.
+                ended = time.time_ns() // 1000 - round(caught_up_after * 1_000_000)
+                settle = time.monotonic() + cfg.band_seconds + 5
+                while (handle.session.watermark() < ended and time.monotonic() < settle
+                       and not cancel_asked()):
+                    time.sleep(0.2)
                 say("draining: every open window fires and is written")
                 arrivals.drain_started = time.time()
                 handle.drain()

@@ -208,6 +208,11 @@ class ReadSession:
     def fallbacks(self) -> int:
         return sum(r.fallbacks for r in self.reads.values())
 
+    def watermark(self) -> int:
+        """The lowest watermark of the reads, µs (the minimum timestamp before any pull)."""
+        return min((r.watermark.micros for r in self.reads.values()),
+                   default=MIN_TIMESTAMP.micros)
+
     def behind(self) -> list[Behind]:
         return [b for r in self.reads.values() for b in r.behind]
 
