@@ -5,15 +5,18 @@ it falls behind, and its windows arrive later. So each rate is judged on two thi
 (must be 0) and whether the read *kept up* — caught up with the subscription within
 KEEP_UP_SECONDS of the end of publishing. The search doubles the rate from START_RATE while
 both hold, then halves the gap to the first rate that failed a few times (steps of STEP tx/s),
-and reports every rate tried with its window end → warehouse latency.
+and reports every rate tried with its window end → warehouse latency and the machine's load
+average around the run (the simulator shares the process and the cores with the pipeline, and
+other work on the machine shows in every figure).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 START_RATE = 1000
@@ -34,6 +37,7 @@ class Attempt:
     windows: int
     took: float | None
     returncode: int
+    load: tuple[float, float] | None = None  # 1-minute load average before and after the run
 
     @property
     def lost(self) -> int | None:
@@ -56,6 +60,8 @@ class Attempt:
             p50, p95, most = self.latency
             text += (f"; window end → warehouse p50={p50:.1f} s p95={p95:.1f} s "
                      f"max={most:.1f} s ({self.windows} windows)")
+        if self.load:
+            text += f"; load average {self.load[0]:.1f} → {self.load[1]:.1f}"
         return text
 
 
@@ -78,9 +84,11 @@ def demo(rate: int, seconds: float, root: Path) -> Attempt:
     from benchmarks.measure import run
 
     print(f"streaming: DEMO_RATE={rate} for {seconds:g} s ...", file=sys.stderr, flush=True)
+    before = os.getloadavg()[0]
     result = run([sys.executable, "-m", "txpipe", "demo"], cwd=str(root),
                  env={"DEMO_RATE": str(rate), "DEMO_SECONDS": f"{seconds:g}"})
-    attempt = parse(result.stdout, rate, seconds, result.returncode)
+    attempt = replace(parse(result.stdout, rate, seconds, result.returncode),
+                      load=(before, os.getloadavg()[0]))
     print(f"  {attempt.describe()}", file=sys.stderr, flush=True)
     return attempt
 
