@@ -144,6 +144,37 @@ def test_a_poison_timestamp_attribute_blocks_nothing(pubsub_emulator, tmp_path, 
     assert len(warnings) == 1  # said once, not once per message or per pull
 
 
+def test_late_data_is_counted_and_only_what_is_too_late_is_dropped(pubsub_emulator, tmp_path):
+    """Data sent after the read caught up (watermark: the clock minus the band) is late if its
+    event time is behind that; within the allowed lateness it still counts (a LATE pane), past
+    it the runner drops it — and the read says how many of each."""
+    settings = unique_settings(window_size_seconds=WINDOW)  # allowed lateness 30 s
+    pubsub_emulator.ensure_resources(settings)
+    warehouse = str(tmp_path / "w.duckdb")
+    handle = _start(settings, warehouse)
+    since = time.monotonic()
+    while not handle.session.caught_up_since(since):  # idle: watermark = now - 10 s
+        time.sleep(0.1)
+    now = datetime.now(UTC)
+    publisher = pubsub_v1.PublisherClient()
+    kept = []
+    for n, behind in enumerate([1] * 40 + [18] * 6 + [100] * 9):  # seconds before now
+        event = now - timedelta(seconds=behind, milliseconds=10 * n)
+        data, attributes = encode_message(f"late-{n}", Decimal(n + 1), event)
+        publisher.publish(settings.topic_path, data, **attributes).result()
+        if behind < 100:
+            kept.append((f"late-{n}", Decimal(n + 1), event))
+    _read_then_drain(handle)
+    counters = handle.source_counters()
+    assert (counters["pulled"], counters["late"], counters["too_late"]) == (55, 15, 9)
+    expected: dict[datetime, tuple[int, Decimal]] = {}
+    for _, amount, event in kept:
+        start = event - timedelta(seconds=event.timestamp() % WINDOW)
+        count, total = expected.get(start, (0, Decimal(0)))
+        expected[start] = (count + 1, total + amount)
+    assert _windows(warehouse, settings) == expected
+
+
 def _run_cli(settings, warehouse, env_extra=None) -> subprocess.Popen:
     env = {**os.environ, "PROJECT_ID": settings.project_id,
            "PUBSUB_TOPIC_ID": settings.pubsub_topic_id,

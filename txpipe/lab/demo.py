@@ -365,7 +365,7 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     expect = Expectation(settings.window_size_seconds)
     spec = WindowSpec.from_settings(settings)
 
-    local = LocalStreaming(band_seconds=cfg.band_seconds, first_deliveries=True)
+    local = LocalStreaming(band_seconds=cfg.band_seconds, keep_late=True)
     pipeline = beam.Pipeline(options=_streaming_options())
     # id_label: the DirectRunner refuses it; the pipeline's own Dedupe does that job.
     source = PubSubSource(settings.subscription_path, id_label=None)

@@ -126,13 +126,17 @@ class ReadState:
 
     subscription: str
     watermark: SourceWatermark
+    #: expiry() of the pipeline's windows, when known: counts what arrives too late.
+    dropped: Callable[[int, int], bool] | None = None
     pulled: int = 0
     #: Messages whose event_ts attribute was missing, empty or unparseable (read at publish time).
     fallbacks: int = 0
-    behind: list[Behind] = field(default_factory=list)
+    late: int = 0  # pulled behind the watermark
+    too_late: int = 0  # ... after their window's allowed lateness (by ``dropped``)
     by_second: Counter = field(default_factory=Counter)  # pulled messages per event second
-    #: Transaction ids pulled so far, when only first deliveries are to be recorded as behind
-    #: (a later copy is a duplicate Dedupe drops, whatever its time).
+    #: When the late messages are kept (the demo reconciles with them): their first deliveries
+    #: (a later copy is a duplicate Dedupe drops, whatever its time), and the ids pulled so far.
+    behind: list[Behind] | None = None
     seen: set | None = None
     last_empty_pull: float = 0.0  # time.monotonic() when a pull last found nothing waiting
     stopped: bool = False
@@ -143,7 +147,7 @@ class ReadState:
         self.pulled += len(events)
         self.fallbacks += fallbacks
         watermark = self.watermark.micros
-        seen = self.seen
+        seen, dropped = self.seen, self.dropped
         for event, tx_id in zip(events, ids, strict=True):
             self.by_second[event // 1_000_000] += 1
             if seen is not None:
@@ -151,7 +155,11 @@ class ReadState:
                     continue
                 seen.add(tx_id)
             if event < watermark:
-                self.behind.append(Behind(tx_id, event, watermark))
+                self.late += 1
+                if dropped is not None and dropped(event, watermark):
+                    self.too_late += 1
+                if self.behind is not None:
+                    self.behind.append(Behind(tx_id, event, watermark))
 
     def pulled_since(self, micros: int) -> int:
         second = micros // 1_000_000
@@ -182,12 +190,12 @@ class ReadSession:
     def __init__(self, bundle_size: int = BUNDLE_SIZE, idle_seconds: float = IDLE_SECONDS,
                  band_seconds: float = ESTIMATION_BAND_SECONDS,
                  dropped: Callable[[int, int], bool] | None = None,
-                 first_deliveries: bool = False):
+                 keep_late: bool = False):
         self.bundle_size = bundle_size
         self.idle_seconds = idle_seconds
         self.band_seconds = band_seconds
         self.dropped = dropped  # expiry(spec) of the pipeline's windows, when known
-        self.first_deliveries = first_deliveries
+        self.keep_late = keep_late
         self.draining = threading.Event()
         self.reads: dict[str, ReadState] = {}
         self._lock = threading.Lock()
@@ -196,8 +204,8 @@ class ReadSession:
         with self._lock:
             if subscription not in self.reads:
                 self.reads[subscription] = ReadState(
-                    subscription, SourceWatermark(self.band_seconds),
-                    seen=set() if self.first_deliveries else None)
+                    subscription, SourceWatermark(self.band_seconds), self.dropped,
+                    behind=[] if self.keep_late else None, seen=set() if self.keep_late else None)
             return self.reads[subscription]
 
     @property
@@ -214,7 +222,8 @@ class ReadSession:
                    default=MIN_TIMESTAMP.micros)
 
     def behind(self) -> list[Behind]:
-        return [b for r in self.reads.values() for b in r.behind]
+        """The late messages kept (``keep_late``), first deliveries only."""
+        return [b for r in self.reads.values() for b in r.behind or ()]
 
     def caught_up_since(self, moment: float) -> bool:
         """Every read has found its subscription empty after ``moment`` (time.monotonic())."""
@@ -369,11 +378,11 @@ class LocalStreaming:
     DirectRunner with the local read, a dedupe without per-id timers, drain and cancel."""
 
     def __init__(self, bundle_size: int = BUNDLE_SIZE, idle_seconds: float = IDLE_SECONDS,
-                 band_seconds: float = ESTIMATION_BAND_SECONDS, first_deliveries: bool = False):
+                 band_seconds: float = ESTIMATION_BAND_SECONDS, keep_late: bool = False):
         self.bundle_size = bundle_size
         self.idle_seconds = idle_seconds
         self.band_seconds = band_seconds
-        self.first_deliveries = first_deliveries  # record late data by first delivery (demo)
+        self.keep_late = keep_late  # keep every late first delivery, for a reconciliation
 
     def applies(self, runner: str | None, source) -> bool:
         """Every streaming run on the DirectRunner: a Pub/Sub source gets the local read, and
@@ -391,7 +400,7 @@ class LocalStreaming:
         fix_streaming_metrics()
         session = ReadSession(self.bundle_size, self.idle_seconds, self.band_seconds,
                               expiry(windows) if windows is not None else None,
-                              self.first_deliveries)
+                              self.keep_late)
         with local_pubsub_reads(session):
             result = pipeline.run()
         return LocalRun(result, session)

@@ -113,13 +113,13 @@ class LocalRun:
         watermark) and of those ``too_late`` (after their window's allowed lateness: dropped by
         the runner, unless a duplicate or a dead letter anyway); ``event_ts_fallbacks``, read
         at their publish time for want of a usable event_ts attribute."""
-        if not self.session.reads:
+        reads = self.session.reads.values()
+        if not reads:
             return {}  # no Pub/Sub read in this pipeline
-        behind = self.session.behind()
-        counters = {"pulled": self.session.pulled, "late": len(behind)}
+        counters = {"pulled": sum(r.pulled for r in reads), "late": sum(r.late for r in reads)}
         if self.session.dropped is not None:
-            counters["too_late"] = sum(self.session.dropped(b.event, b.watermark) for b in behind)
-        counters["event_ts_fallbacks"] = self.session.fallbacks
+            counters["too_late"] = sum(r.too_late for r in reads)
+        counters["event_ts_fallbacks"] = sum(r.fallbacks for r in reads)
         return counters
 
 
