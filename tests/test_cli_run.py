@@ -170,6 +170,13 @@ def test_a_streaming_replay_gives_the_same_windows(replay):
     so every window fires once, on time, and the per-minute JSONL files hold the recount."""
     code, out, err = replay["streaming"]
     assert code == 0, err
+    # Its counters are exact too (the lab makes the streaming DirectRunner commit them all).
+    counts = summary_counts(out)
+    assert {k: counts[k] for k in ("read", "valid", "unique", "duplicates_dropped",
+                                   "dead_lettered")} == {
+        "read": len(replay["txs"]) + replay["resent"] + len(replay["bad"]),
+        "valid": len(replay["txs"]) + replay["resent"], "unique": len(replay["txs"]),
+        "duplicates_dropped": replay["resent"], "dead_lettered": len(replay["bad"])}
     work = replay["work"]
     rows = _read_jsonl(str(work / "stream" / "windows-*.jsonl"))
     assert_windows_match(rows, replay["txs"], 20)  # WINDOW_SIZE_SECONDS=20 from .env
@@ -271,3 +278,18 @@ def test_a_mistake_is_one_line_and_exit_2(mistakes, name):
     assert "Traceback" not in err
     assert out == ""
     assert os.listdir(work / "out") == []  # nothing was written
+
+
+def test_the_event_time_attribute_is_a_setting_and_can_be_turned_off(tmp_path, monkeypatch):
+    """Publishers whose ``event_ts`` cannot be trusted: read by publish time instead."""
+    from txpipe.cli import plan
+
+    monkeypatch.chdir(tmp_path)
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    base = ["--sink", "duckdb", "--output", "w.duckdb"]
+    assert plan(base).source.timestamp_attribute == "event_ts"
+    assert plan([*base, "--timestamp-attribute", "ts_ms"]).source.timestamp_attribute == "ts_ms"
+    assert plan([*base, "--timestamp-attribute", ""]).source.timestamp_attribute is None
+    monkeypatch.setenv("PUBSUB_TIMESTAMP_ATTRIBUTE", "")
+    assert plan(base).source.timestamp_attribute is None

@@ -13,8 +13,8 @@ import glob
 import logging
 import os
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from txpipe.errors import OneLineParser, UsageError
 
@@ -170,6 +170,7 @@ def plan(argv: list[str]) -> RunPlan:
 
         runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
         source = PubSubSource(args.subscription or settings.subscription_path,
+                              timestamp_attribute=settings.pubsub_timestamp_attribute or None,
                               id_label=ATTR_TRANSACTION_ID if is_dataflow(runner) else None)
         streaming = True
     if args.dead_letter_topic and not streaming:
@@ -311,8 +312,20 @@ def pipeline_options(run: RunPlan):
     return options
 
 
-def execute(run: RunPlan):
-    """Build and run the pipeline; returns the finished PipelineResult."""
+@dataclass
+class Outcome:
+    """How a run ended: ``done`` (finished by itself), ``drained`` (Ctrl+C or SIGTERM on a
+    local streaming run), ``cancelled`` (a second signal) or ``interrupted`` (a signal on a run
+    that cannot drain). ``result`` is None when the runner was stopped before it returned one."""
+
+    result: Any
+    ended: str = "done"
+    note: str | None = None  # what a cancel left unwritten
+    source: dict[str, int] = field(default_factory=dict)  # the local read's own counts
+
+
+def execute(run: RunPlan) -> Outcome:
+    """Build and run the pipeline until it finishes, is drained or cancelled (Ctrl+C, SIGTERM)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
@@ -323,34 +336,70 @@ def execute(run: RunPlan):
 
     options = pipeline_options(run)
     runner = options.view_as(StandardOptions).runner
-    adapter = runners.for_run(runner, run.source)  # the lab's local streaming, if installed
+    adapter = runners.for_run(runner, run.source) if run.streaming else None
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
                    dead_letter_topic=run.dead_letter_topic,
                    dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds) if adapter else None,
                    route=run.route)
     if run.streaming and is_dataflow(runner):
-        return pipeline.run()  # runs until drained; waiting here would cancel it on Ctrl-C
-    with runners.installed(adapter), local_wiring(run.sink, runner):
-        result = pipeline.run()
+        return Outcome(pipeline.run())  # runs until drained; waiting here would cancel it on Ctrl-C
+    with local_wiring(run.sink, runner):
+        if adapter is not None:
+            from txpipe.windowing import WindowSpec
+
+            return _run_local(adapter, pipeline, WindowSpec.from_settings(run.settings))
+        return _run_batch(pipeline)
+
+
+def _run_batch(pipeline) -> Outcome:
+    """Run a bounded pipeline (or a stream on a runner that is not local) to its end."""
+    from txpipe import runners
+
+    result = None
     try:
-        result.wait_until_finish()
+        with runners.StopSignals(interrupt=True):
+            result = pipeline.run()  # a batch run on the default runner returns when done
+            result.wait_until_finish()
     except KeyboardInterrupt:
-        log.warning("interrupted: cancelling the pipeline")
-        result.cancel()
-        raise
-    return result
+        if result is not None:
+            log.warning("interrupted: cancelling the pipeline")
+            result.cancel()
+        return Outcome(result, "interrupted")
+    return Outcome(result)
 
 
-def summary(counters: dict[str, int]) -> str:
+def _run_local(adapter, pipeline, windows) -> Outcome:
+    """Run a local streaming pipeline: the first Ctrl+C / SIGTERM drains it, a second cancels."""
+    from txpipe.runners import StopSignals
+
+    with StopSignals() as signals:
+        handle = adapter.run(pipeline, windows)
+        print("txpipe run: streaming on the DirectRunner; Ctrl+C or SIGTERM drains (every open "
+              "window fires and is written), a second one cancels", file=sys.stderr, flush=True)
+        while not handle.wait(0.2):
+            if signals.count == 1 and not handle.draining:
+                print("txpipe run: draining: reading stopped; every open window fires and is "
+                      "written (Ctrl+C again to cancel at once)", file=sys.stderr, flush=True)
+                handle.drain()
+            elif signals.count >= 2:
+                cancelled = handle.cancel()
+                return Outcome(handle.result, "cancelled", cancelled.line(),
+                               handle.source_counters())
+    return Outcome(handle.result, "drained" if handle.draining else "done", None,
+                   handle.source_counters())
+
+
+def summary(counters: dict[str, int], source: dict[str, int] | None = None) -> str:
     from txpipe import metrics
     from txpipe.contract import Reason
 
-    parts = [f"read={counters.get(metrics.READ, 0)}",
-             f"valid={counters.get(metrics.VALID, 0)}",
-             f"unique={counters.get(metrics.UNIQUE, 0)}",
-             f"duplicates_dropped={counters.get(metrics.DUPLICATES_DROPPED, 0)}",
-             f"dead_lettered={counters.get(metrics.DEAD_LETTERED, 0)}"]
+    parts = [f"{name}={n}" for name, n in (source or {}).items() if n or name == "pulled"]
+    parts += [f"read={counters.get(metrics.READ, 0)}",
+              f"valid={counters.get(metrics.VALID, 0)}",
+              f"unique={counters.get(metrics.UNIQUE, 0)}",
+              f"duplicates_dropped={counters.get(metrics.DUPLICATES_DROPPED, 0)}",
+              f"dead_lettered={counters.get(metrics.DEAD_LETTERED, 0)}"]
     parts += [f"{r.value}={counters[metrics.dead_letter_counter(r)]}" for r in Reason
               if counters.get(metrics.dead_letter_counter(r))]
     parts.append(f"panes={counters.get(metrics.PANES, 0)}")
@@ -382,8 +431,9 @@ def main(argv: list[str] | None = None) -> int:
              WindowSpec.from_settings(run.settings).describe(), type(run.source).__name__,
              type(run.sink).__name__, run.route.value, run.route_reason, run.settings.run_id)
     try:
-        result = execute(run)
-    except KeyboardInterrupt:
+        outcome = execute(run)
+    except KeyboardInterrupt:  # before the pipeline started
+        print("txpipe run: interrupted before the pipeline started", file=sys.stderr)
         return 130
     except Exception as exc:  # a failed job: say why in one line; the log has the details
         log.debug("pipeline failed", exc_info=True)
@@ -393,5 +443,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from txpipe.dataflow import submission_line
 
-    print(submission_line(result) or f"{summary(read_counters(result))} route={run.route.value}")
+    result = outcome.result
+    line = submission_line(result) if result is not None else None
+    if line:
+        print(line)
+        return 0
+    counters = read_counters(result) if result is not None else None
+    route = f"route={run.route.value}"
+    if outcome.ended == "cancelled":
+        print(f"{summary(counters or {}, outcome.source)} {route}  (counted before the cancel)")
+        print(f"txpipe run: {outcome.note}", file=sys.stderr)
+        return 130
+    if outcome.ended == "interrupted":
+        if counters is None:
+            print("txpipe run: interrupted before the runner returned: no counters (a batch "
+                  "run reports them when it completes)", file=sys.stderr)
+        else:
+            print(f"{summary(counters, outcome.source)} {route}  (counted before the "
+                  "interruption)")
+        return 130
+    if outcome.ended == "drained":
+        print("txpipe run: drained: every window of what was read is written", file=sys.stderr)
+    print(f"{summary(counters, outcome.source)} {route}")
     return 0

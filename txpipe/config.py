@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     pubsub_topic_id: str = Field("transactions", pattern=_ID)
     pubsub_subscription_id: str = Field("transactions-sub", pattern=_ID)
     pubsub_dead_letter_topic_id: str = Field("transactions-dead-letters", pattern=_ID)
+    pubsub_timestamp_attribute: str = Field(
+        "event_ts", pattern=r"^[A-Za-z0-9_.~+%-]{0,256}$",
+        description="the message attribute the Pub/Sub read takes event times from (the "
+        "watermark follows them); empty: the publish time — for publishers whose attribute "
+        "cannot be trusted (Parse still windows each transaction by its payload timestamp)",
+        json_schema_extra={"flag": "timestamp-attribute"})
     bigquery_dataset_id: str = Field(
         "streaming_data_warehouse_v2", pattern=r"^[A-Za-z0-9_]{1,1024}$",
         description="bigquery sink: dataset", json_schema_extra={"flag": "bigquery-dataset"})

@@ -2,17 +2,15 @@
 adaptation the lab plugs in.
 
 Beam's DirectRunner reads Pub/Sub ten messages per bundle, blocking on an empty subscription,
-with a wall-clock watermark: not fit for local streaming. The lab package provides a better
-local read, but the runtime (what Dataflow workers install) never imports the lab: it finds
-the adaptation through the ``txpipe.local_runner`` entry point, and without one runs Beam's
-read as it is.
+with a wall-clock watermark, and has no drain: not fit for local streaming. The lab package
+provides a better local read, a dedupe without per-id timers and a drain, but the runtime (what
+Dataflow workers install) never imports the lab: it finds the adaptation through the
+``txpipe.local_runner`` entry point, and without one runs Beam's read as it is.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,16 +21,42 @@ LOCAL_RUNNERS = (None, "DirectRunner", "direct")
 
 
 @runtime_checkable
+class LocalRun(Protocol):
+    """A running local streaming pipeline that can be drained (as ``gcloud dataflow jobs
+    drain``: stop reading, fire and write every open window, finish) or cancelled at once."""
+
+    result: Any  # the PipelineResult
+
+    def drain(self) -> None:
+        """Ask for a drain; returns at once."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the pipeline finished (raising its error if it failed)."""
+        ...
+
+    def cancel(self) -> Any:
+        """Stop at once; the returned object's ``line()`` says what was left unwritten."""
+        ...
+
+    def source_counters(self) -> dict[str, int]:
+        """What the read counted itself (e.g. messages pulled)."""
+        ...
+
+
+@runtime_checkable
 class LocalRunner(Protocol):
-    """What the lab's adaptation offers: whether it applies, and a context in which pipelines
-    run with it."""
+    """What the lab's adaptation offers: whether it applies, its Dedupe, and how it runs."""
 
     def applies(self, runner: str | None, source: Any) -> bool: ...
 
-    def installed(self) -> contextlib.AbstractContextManager: ...
-
     def dedupe(self, horizon_seconds: int) -> Any:
         """A Dedupe transform for this runner (None: the runtime's DropDuplicates)."""
+        ...
+
+    def run(self, pipeline: Any, windows: Any = None) -> LocalRun:
+        """Start ``pipeline`` (its windowing: ``windows``, a WindowSpec); returns at once with a
+        handle to drain, wait for or cancel it."""
         ...
 
 
@@ -56,11 +80,34 @@ def for_run(runner: str | None, source: Any) -> LocalRunner | None:
     return adapter
 
 
-@contextlib.contextmanager
-def installed(adapter: LocalRunner | None) -> Iterator[None]:
-    """Pipelines started inside run with ``adapter`` (nothing changes when it is None)."""
-    if adapter is None:
-        yield
-        return
-    with adapter.installed():
-        yield
+class StopSignals:
+    """Counts SIGINT (Ctrl+C) and SIGTERM while a run waits: callers drain on the first and
+    cancel on the second. With ``interrupt=True`` a signal raises KeyboardInterrupt instead, for
+    runs that cannot drain. Handlers are installed only in the main thread (elsewhere nothing
+    is counted) and restored on exit."""
+
+    def __init__(self, interrupt: bool = False):
+        self.interrupt = interrupt
+        self.count = 0
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        if self.interrupt:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()

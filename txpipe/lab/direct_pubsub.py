@@ -1,109 +1,341 @@
-"""The DirectRunner's Pub/Sub read, made fit for local streaming: batched pulls that never block.
+"""The DirectRunner's Pub/Sub read, made fit for local streaming: batched pulls that never block,
+a watermark that follows the data, no poison at the source, and a drain.
 
 Beam's DirectRunner reads Pub/Sub in ``_PubSubReadEvaluator``: one synchronous pull of at most
-10 messages per bundle, with a 30 s deadline that an empty subscription holds to the end. On a
-2-core machine that caps a pipeline at ≈300–450 msg/s (every bundle pays the runner's fixed
-scheduling cost for 10 elements), and since the watermark moves only when a pull returns, an
-idle stream fires its last windows up to 30 s late and ``cancel()`` waits as long.
+10 messages per bundle with a 30 s deadline, a watermark that is the wall clock, and a bundle
+that fails — forever, as the message comes back — on one unparseable timestamp attribute.
+:class:`LocalPubSubReadEvaluator` replaces it, through the runner's evaluator-override table,
+for the pipelines :class:`LocalStreaming` runs; nothing changes on any other runner, and the
+pipeline graph is the runtime's.
 
-:class:`BatchedPubSubReadEvaluator` pulls up to ``bundle_size`` messages per bundle (several
-pulls of up to ``max_messages``), asks the server to answer at once when nothing is waiting,
-and sleeps ``idle_seconds`` then, so the watermark (wall clock, as in Beam's evaluator) advances
-several times a second. Like Beam's, it acknowledges what it pulled before emitting it. A
-subscription that is unreachable or gone (an emulator restarting) is waited for, logged once,
-instead of failing the pipeline; what the server lost meanwhile the demo's reconciliation counts.
+**Pulls.** Up to ``bundle_size`` messages per bundle (several pulls of up to ``max_messages``),
+asking the server to answer at once when nothing is waiting. Like Beam's, the read acknowledges
+what it pulled before emitting it: what was pulled is in the pipeline, and a drain writes it.
+An unreachable or vanished subscription (an emulator restarting) is waited for, logged once.
 
-It is installed through the runner's own evaluator-override table
-(``TransformEvaluatorRegistry._test_evaluators_overrides``), by :func:`batched_pubsub_reads`
-for the pipelines run inside it. It changes nothing on any other runner.
+**Watermark** (:class:`SourceWatermark`): as Dataflow estimates it for Pub/Sub, from the data.
+After each pull the watermark moves to the oldest event time (``event_ts`` attribute) among the
+messages pulled that are not already behind it — they are in flight, and the runner holds the
+watermark downstream while they are — and, when a pull finds the subscription empty (the read
+has caught up), to the wall clock minus an *estimation band* (10 s, Dataflow's). It never goes
+back, nor past the wall clock minus the band. So a pipeline that falls behind fires its windows
+later instead of dropping on-time data as late, and a backlog published before the pipeline
+started is read in full. A message pulled behind the watermark is late data, recorded with the
+watermark it met (:class:`Behind`): the runner drops it when that watermark had passed its
+window's end plus the allowed lateness (:func:`expiry`), so drops are counted, not silent.
+
+**Poison.** A missing, empty or unparseable ``event_ts`` attribute never fails the read: the
+message is read at its publish time (what ReadFromPubSub does without a timestamp attribute),
+Parse stamps it with its payload's timestamp or dead-letters it, and the rest of the pull is
+processed and acknowledged. Such messages are counted and logged once per subscription.
+
+**Drain** (:meth:`LocalRun.drain`): the read stops pulling and moves its watermark to the end
+of time, so every open window fires and is written and the pipeline finishes — what
+``gcloud dataflow jobs drain`` does. :meth:`LocalRun.cancel` stops at once and says what was
+pulled but not written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from apache_beam.runners.direct.direct_runner import _DirectReadFromPubSub
 from apache_beam.runners.direct.transform_evaluator import (
     TransformEvaluatorRegistry,
+    TransformResult,
     _PubSubReadEvaluator,
 )
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
+
+from txpipe.contract import ATTR_TRANSACTION_ID, ContractError, parse_timestamp, to_micros
+from txpipe.lab.local_run import LocalRun, fix_streaming_metrics
 
 #: Messages per pull request (the emulator hands out at most 100 per pull whatever is asked).
 MAX_MESSAGES = 1000
-#: Messages per bundle: large bundles spread the runner's per-bundle cost thin.
-BUNDLE_SIZE = 2000
+#: Messages per bundle: the runner pays a fixed cost per bundle and step (it inspects every
+#: DoFn's signature, sinks connect); 5,000 caught up fastest of 2,000 / 5,000 / 10,000.
+BUNDLE_SIZE = 5000
 #: Pause after an empty pull, so an idle read neither spins nor stalls the watermark.
 IDLE_SECONDS = 0.1
 PULL_TIMEOUT_SECONDS = 30.0
+#: How far behind the wall clock the watermark stays once the read has caught up: Dataflow's
+#: Pub/Sub estimation band (events reordered by up to that much before publishing are not late).
+ESTIMATION_BAND_SECONDS = 10.0
 
 log = logging.getLogger("txpipe.lab.direct_pubsub")
 
-
-def _timestamp(message, timestamp_attribute: str | None) -> Timestamp:
-    """The element timestamp ReadFromPubSub gives: the attribute (RFC 3339 or epoch millis),
-    else the publish time."""
-    if timestamp_attribute and timestamp_attribute in message.attributes:
-        value = message.attributes[timestamp_attribute]
-        try:
-            stamp = Timestamp(micros=int(value) * 1000)
-        except ValueError:
-            try:
-                stamp = Timestamp.from_rfc3339(value)
-            except ValueError as exc:
-                raise ValueError(f"Bad timestamp value: {exc}") from exc
-        if stamp.precision() > Timestamp.MICROS_PRECISION:
-            stamp = stamp.to_precision(Timestamp.MICROS_PRECISION, allow_lossy_conversion=True)
-        return stamp
-    if message.publish_time is None:
-        raise ValueError(f"No publish time present in message: {message}")
-    return Timestamp.from_utc_datetime(message.publish_time)
+_MILLIS = re.compile(r"-?\d{1,18}")
 
 
-class BatchedPubSubReadEvaluator(_PubSubReadEvaluator):
-    """Beam's DirectRunner Pub/Sub evaluator with batched, non-blocking pulls."""
+def attribute_micros(value: str | None) -> int | None:
+    """An ``event_ts`` attribute as epoch microseconds: RFC 3339 with an offset (as the contract
+    reads timestamps) or integer milliseconds since the epoch; None when missing, empty or
+    unparseable."""
+    if not value:
+        return None
+    if _MILLIS.fullmatch(value):
+        return int(value) * 1000
+    try:
+        return to_micros(parse_timestamp(value))
+    except (ContractError, ValueError, OverflowError):
+        return None
 
+
+class SourceWatermark:
+    """The read's watermark in epoch microseconds: monotone, following the data (module doc)."""
+
+    def __init__(self, band_seconds: float = ESTIMATION_BAND_SECONDS):
+        self.band = round(band_seconds * 1_000_000)
+        self.micros = MIN_TIMESTAMP.micros
+
+    def pulled(self, events: Sequence[int], now: int) -> int:
+        """After a pull of messages with these event times (µs): the oldest of them that is
+        not already behind the watermark, never past the wall clock minus the band."""
+        ahead = [e for e in events if e >= self.micros]
+        if ahead:
+            self.micros = max(self.micros, min(min(ahead), now - self.band))
+        return self.micros
+
+    def idle(self, now: int) -> int:
+        """The subscription had nothing left: whatever comes next is published from now on."""
+        self.micros = max(self.micros, now - self.band)
+        return self.micros
+
+
+@dataclass(frozen=True)
+class Behind:
+    """A message pulled with an event time behind the watermark: late data. The runner drops it
+    when the watermark (``watermark``) had passed its window's end plus the allowed lateness."""
+
+    transaction_id: str | None  # the message's transaction_id attribute
+    event: int  # µs
+    watermark: int  # µs, the read's watermark when it was pulled
+
+
+@dataclass
+class ReadState:
+    """One subscription's read: its watermark and what it pulled (shared by bundles, guarded)."""
+
+    subscription: str
+    watermark: SourceWatermark
+    #: expiry() of the pipeline's windows, when known: counts what arrives too late.
+    dropped: Callable[[int, int], bool] | None = None
+    pulled: int = 0
+    #: Messages whose event_ts attribute was missing, empty or unparseable (read at publish time).
+    fallbacks: int = 0
+    late: int = 0  # pulled behind the watermark
+    too_late: int = 0  # ... after their window's allowed lateness (by ``dropped``)
+    by_second: Counter = field(default_factory=Counter)  # pulled messages per event second
+    #: When the late messages are kept (the demo reconciles with them): their first deliveries
+    #: (a later copy is a duplicate Dedupe drops, whatever its time), and the ids pulled so far.
+    behind: list[Behind] | None = None
+    seen: set | None = None
+    last_empty_pull: float = 0.0  # time.monotonic() when a pull last found nothing waiting
+    stopped: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, events: Sequence[int], ids: Sequence[str | None], fallbacks: int) -> None:
+        """A pull, before the watermark moves on."""
+        self.pulled += len(events)
+        self.fallbacks += fallbacks
+        watermark = self.watermark.micros
+        seen, dropped = self.seen, self.dropped
+        for event, tx_id in zip(events, ids, strict=True):
+            self.by_second[event // 1_000_000] += 1
+            if seen is not None:
+                if tx_id in seen:
+                    continue
+                seen.add(tx_id)
+            if event < watermark:
+                self.late += 1
+                if dropped is not None and dropped(event, watermark):
+                    self.too_late += 1
+                if self.behind is not None:
+                    self.behind.append(Behind(tx_id, event, watermark))
+
+    def pulled_since(self, micros: int) -> int:
+        second = micros // 1_000_000
+        with self.lock:
+            return sum(n for s, n in self.by_second.items() if s >= second)
+
+
+def expiry(spec) -> Callable[[int, int], bool]:
+    """``dropped(event, watermark)`` (µs) for a :class:`txpipe.windowing.WindowSpec`: whether the
+    runner drops an element with that event time arriving at that watermark — Beam's rule,
+    ``watermark > window end + allowed lateness``, for its last window (the proto-window of a
+    session)."""
+    from txpipe.config import WindowType
+
+    lateness = (spec.allowed_lateness_seconds if spec.late_firings else 0) * 1_000_000
+    size = spec.size_seconds * 1_000_000
+    if spec.kind is WindowType.SESSION:
+        gap = spec.gap_seconds * 1_000_000
+        return lambda event, watermark: watermark > event + gap + lateness
+    step = (spec.period_seconds or max(1, spec.size_seconds // 2)) * 1_000_000 \
+        if spec.kind is WindowType.SLIDING else size
+    return lambda event, watermark: watermark > event - event % step + size + lateness
+
+
+class ReadSession:
+    """What the reads of one local run share: settings, their states, the drain switch."""
+
+    def __init__(self, bundle_size: int = BUNDLE_SIZE, idle_seconds: float = IDLE_SECONDS,
+                 band_seconds: float = ESTIMATION_BAND_SECONDS,
+                 dropped: Callable[[int, int], bool] | None = None,
+                 keep_late: bool = False):
+        self.bundle_size = bundle_size
+        self.idle_seconds = idle_seconds
+        self.band_seconds = band_seconds
+        self.dropped = dropped  # expiry(spec) of the pipeline's windows, when known
+        self.keep_late = keep_late
+        self.draining = threading.Event()
+        self.reads: dict[str, ReadState] = {}
+        self._lock = threading.Lock()
+
+    def state(self, subscription: str) -> ReadState:
+        with self._lock:
+            if subscription not in self.reads:
+                self.reads[subscription] = ReadState(
+                    subscription, SourceWatermark(self.band_seconds), self.dropped,
+                    behind=[] if self.keep_late else None, seen=set() if self.keep_late else None)
+            return self.reads[subscription]
+
+    @property
+    def pulled(self) -> int:
+        return sum(r.pulled for r in self.reads.values())
+
+    @property
+    def fallbacks(self) -> int:
+        return sum(r.fallbacks for r in self.reads.values())
+
+    def watermark(self) -> int:
+        """The lowest watermark of the reads, µs (the minimum timestamp before any pull)."""
+        return min((r.watermark.micros for r in self.reads.values()),
+                   default=MIN_TIMESTAMP.micros)
+
+    def behind(self) -> list[Behind]:
+        """The late messages kept (``keep_late``), first deliveries only."""
+        return [b for r in self.reads.values() for b in r.behind or ()]
+
+    def caught_up_since(self, moment: float) -> bool:
+        """Every read has found its subscription empty after ``moment`` (time.monotonic())."""
+        return bool(self.reads) and all(r.last_empty_pull > moment for r in self.reads.values())
+
+    def stopped(self) -> bool:
+        return bool(self.reads) and all(r.stopped for r in self.reads.values())
+
+
+class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
+    """Beam's DirectRunner Pub/Sub evaluator with batched pulls, a data-driven watermark, no
+    poison and a drain. ``session`` is set on the subclass :func:`local_pubsub_reads` makes."""
+
+    session: ReadSession
     max_messages = MAX_MESSAGES
-    bundle_size = BUNDLE_SIZE
-    idle_seconds = IDLE_SECONDS
 
-    def _read_from_pubsub(self, timestamp_attribute):
+    def finish_bundle(self) -> TransformResult:
+        state = self.session.state(self._sub_name)
+        output = list(self._outputs)[0]
+        if self.session.draining.is_set():
+            # Stop pulling; everything pulled was emitted in earlier bundles. No further work
+            # for this root, and its watermark at the end of time: every window fires.
+            state.stopped = True
+            return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
+        elements, events, ids, emptied, fallbacks = self._pull()
+        now = time.time_ns() // 1000
+        with state.lock:
+            state.record(events, ids, fallbacks)
+            watermark = state.watermark.pulled(events, now)
+            if emptied:
+                watermark = state.watermark.idle(now)
+                state.last_empty_pull = emptied
+        if fallbacks:
+            _warn_once(f"{self._sub_name}/event_ts",
+                       f"Pub/Sub read from {self._sub_name}: {state.fallbacks} message(s) so far "
+                       f"with a missing, empty or unparseable {self.source.timestamp_attribute!r} "
+                       "attribute, read at their publish time (Parse stamps them with their "
+                       "payload's timestamp)")
+        bundles = []
+        if elements:
+            bundle = self._evaluation_context.create_bundle(output)
+            for event, element in zip(events, elements, strict=True):
+                bundle.output(GlobalWindows.windowed_value(element,
+                                                           timestamp=Timestamp(micros=event)))
+            bundles.append(bundle)
+        else:
+            time.sleep(self.session.idle_seconds)
+        from apache_beam import pvalue
+
+        transform = self._applied_ptransform
+        pending = (transform.inputs[0] if transform.inputs
+                   else pvalue.PBegin(transform.transform.pipeline))
+        unprocessed = self._evaluation_context.create_bundle(pending)
+        return TransformResult(self, bundles, [unprocessed], None,
+                               {None: Timestamp(micros=watermark)})
+
+    def _pull(self):
+        """(elements, their event times in µs, their transaction_id attributes, when the
+        subscription was found empty (time.monotonic(), 0.0 if not), how many fell back to the
+        publish time). Messages are read from the raw protobuf (the proto-plus wrapper cost
+        more than the rest of the read) and acknowledged once per bundle."""
         from apache_beam.io.gcp.pubsub import PubsubMessage
         from google.api_core import exceptions
+        from google.pubsub_v1.types import PullResponse
 
         client = self._get_subscriber_client(self._applied_ptransform)
-        results = []
-        while len(results) < self.bundle_size:
+        attribute = self.source.timestamp_attribute
+        with_attributes = self.source.with_attributes
+        limit = self.session.bundle_size
+        elements, events, ids, ack_ids = [], [], [], []
+        fallbacks = 0
+        emptied = 0.0
+        while len(elements) < limit:
+            asked = time.monotonic()
             try:
                 response = client.pull(request={
                     "subscription": self._sub_name,
-                    "max_messages": min(self.max_messages, self.bundle_size - len(results)),
+                    "max_messages": min(self.max_messages, limit - len(elements)),
                     # Deprecated for production subscribers, but it is what keeps an empty
                     # pull from holding the runner (and its watermark) for the whole deadline.
                     "return_immediately": True,
                 }, timeout=PULL_TIMEOUT_SECONDS, retry=None)
             except _UNAVAILABLE as exc:
-                _warn_once(self._sub_name, exc)
+                _warn_once(self._sub_name, f"Pub/Sub read from {self._sub_name}: "
+                           f"{' '.join(str(exc).split())[:200]}; retrying")
                 break
-            received = response.received_messages
+            received = PullResponse.pb(response).received_messages
             if not received:
+                emptied = asked
                 break
             for item in received:
-                message = PubsubMessage._from_message(item.message)
-                results.append((_timestamp(message, timestamp_attribute), message))
+                message = item.message
+                attributes = message.attributes
+                event = attribute_micros(attributes.get(attribute)) if attribute else None
+                if event is None:
+                    fallbacks += bool(attribute)
+                    stamp = message.publish_time
+                    event = (stamp.seconds * 1_000_000 + stamp.nanos // 1000
+                             if stamp.seconds else time.time_ns() // 1000)
+                elements.append(PubsubMessage._from_proto_str(message.SerializeToString())
+                                if with_attributes else message.data)
+                events.append(event)
+                ids.append(attributes.get(ATTR_TRANSACTION_ID))
+                ack_ids.append(item.ack_id)
+        if ack_ids:
             try:
-                client.acknowledge(request={"subscription": self._sub_name,
-                                            "ack_ids": [item.ack_id for item in received]})
+                client.acknowledge(request={"subscription": self._sub_name, "ack_ids": ack_ids})
             except exceptions.GoogleAPICallError as exc:
                 # Kept: unacknowledged messages come back, and Dedupe drops the second copy.
-                _warn_once(self._sub_name, exc)
-                break
-        if not results:
-            time.sleep(self.idle_seconds)
-        return results
+                _warn_once(self._sub_name, f"Pub/Sub acknowledge on {self._sub_name}: "
+                           f"{' '.join(str(exc).split())[:200]}; retrying")
+        return elements, events, ids, emptied, fallbacks
 
 
 def _unavailable() -> tuple[type[Exception], ...]:
@@ -117,24 +349,22 @@ _UNAVAILABLE = _unavailable()
 _warned: set[str] = set()
 
 
-def _warn_once(subscription: str, exc: Exception) -> None:
-    if subscription not in _warned:
-        _warned.add(subscription)
-        log.warning("Pub/Sub read from %s: %s; retrying", subscription,
-                    " ".join(str(exc).split())[:200])
+def _warn_once(key: str, text: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("%s", text)
 
 
 @contextlib.contextmanager
-def batched_pubsub_reads(bundle_size: int = BUNDLE_SIZE,
-                         idle_seconds: float = IDLE_SECONDS) -> Iterator[None]:
-    """DirectRunner pipelines run (and running) inside read Pub/Sub in batches."""
+def local_pubsub_reads(session: ReadSession) -> Iterator[ReadSession]:
+    """DirectRunner pipelines started inside read Pub/Sub through ``session``'s evaluator (the
+    runner copies its evaluator table when a pipeline starts, so leaving does not stop them)."""
     overrides = TransformEvaluatorRegistry._test_evaluators_overrides
-    evaluator = type("BatchedPubSubRead", (BatchedPubSubReadEvaluator,),
-                     {"bundle_size": bundle_size, "idle_seconds": idle_seconds})
+    evaluator = type("LocalPubSubRead", (LocalPubSubReadEvaluator,), {"session": session})
     previous = overrides.get(_DirectReadFromPubSub)
     overrides[_DirectReadFromPubSub] = evaluator
     try:
-        yield
+        yield session
     finally:
         if previous is None:
             overrides.pop(_DirectReadFromPubSub, None)
@@ -144,13 +374,33 @@ def batched_pubsub_reads(bundle_size: int = BUNDLE_SIZE,
 
 class LocalStreaming:
     """The lab's local-runner adaptation, found by the runtime through the
-    ``txpipe.local_runner`` entry point (:mod:`txpipe.runners`)."""
+    ``txpipe.local_runner`` entry point (:mod:`txpipe.runners`): streaming from Pub/Sub on the
+    DirectRunner with the local read, a dedupe without per-id timers, drain and cancel."""
+
+    def __init__(self, bundle_size: int = BUNDLE_SIZE, idle_seconds: float = IDLE_SECONDS,
+                 band_seconds: float = ESTIMATION_BAND_SECONDS, keep_late: bool = False):
+        self.bundle_size = bundle_size
+        self.idle_seconds = idle_seconds
+        self.band_seconds = band_seconds
+        self.keep_late = keep_late  # keep every late first delivery, for a reconciliation
 
     def applies(self, runner: str | None, source) -> bool:
-        return getattr(source, "subscription", None) is not None
-
-    def installed(self) -> contextlib.AbstractContextManager:
-        return batched_pubsub_reads()
+        """Every streaming run on the DirectRunner: a Pub/Sub source gets the local read, and
+        any gets the dedupe, the metrics fix and the drain (a bounded source simply ends)."""
+        return True
 
     def dedupe(self, horizon_seconds: int):
-        return None  # the runtime's DropDuplicates
+        from txpipe.lab.local_dedupe import BucketedDropDuplicates
+
+        return BucketedDropDuplicates(horizon_seconds)
+
+    def run(self, pipeline, windows=None) -> LocalRun:
+        """Start ``pipeline`` (streaming, DirectRunner) with the local read; returns at once.
+        ``windows`` (its WindowSpec) lets the read count what arrived too late."""
+        fix_streaming_metrics()
+        session = ReadSession(self.bundle_size, self.idle_seconds, self.band_seconds,
+                              expiry(windows) if windows is not None else None,
+                              self.keep_late)
+        with local_pubsub_reads(session):
+            result = pipeline.run()
+        return LocalRun(result, session)

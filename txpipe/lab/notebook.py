@@ -636,12 +636,14 @@ def dead_letter_reasons(frame: pd.DataFrame, counters: dict[str, int]) -> pd.Dat
 
 
 class LiveStack:
-    """The Pub/Sub emulator for the live notebook.
+    """The Pub/Sub emulator for the live notebook, and the streaming jobs it runs.
 
     :meth:`connect` uses the emulator ``PUBSUB_EMULATOR_HOST`` names when it answers; else it
     starts one on a free port through :class:`txpipe.lab.local.PubSubEmulator` (stopped, by PID,
     in :meth:`stop`); when neither is possible :attr:`available` is False and :attr:`status`
-    says why, so the notebook's cells can skip cleanly.
+    says why, so the notebook's cells can skip cleanly. :meth:`run` starts a streaming job with
+    the lab's local read (the watermark follows the data; the job drains instead of losing what
+    it read), as ``python -m txpipe run`` and the demo do.
     """
 
     def __init__(self) -> None:
@@ -651,6 +653,7 @@ class LiveStack:
         self._previous_env: str | None = None
         self._publishers: list[threading.Thread] = []
         self._stop_publishing = threading.Event()
+        self._runs: list = []
 
     @property
     def available(self) -> bool:
@@ -719,12 +722,36 @@ class LiveStack:
         outcome["thread"] = thread
         return outcome
 
+    def local(self):
+        """The lab's local-runner adaptation: ``local().dedupe(horizon)`` is the job's Dedupe."""
+        from txpipe.lab.direct_pubsub import LocalStreaming
+
+        return LocalStreaming()
+
+    def run(self, pipeline, settings=None):
+        """Start a streaming ``pipeline`` on the DirectRunner with the local read; returns its
+        :class:`txpipe.lab.direct_pubsub.LocalRun`: ``finish()`` when the publisher is done
+        (read what is left, drain, wait), ``drain()`` / ``cancel()`` otherwise. ``settings``
+        (the job's Settings) lets it count what arrived too late."""
+        from txpipe.windowing import WindowSpec
+
+        handle = self.local().run(pipeline, WindowSpec.from_settings(settings)
+                                  if settings is not None else None)
+        self._runs.append(handle)
+        return handle
+
     def stop(self) -> str:
         import os
 
         self._stop_publishing.set()
         for thread in self._publishers:
             thread.join(timeout=30)
+        for handle in self._runs:  # a job still running drains: what it read gets written
+            if not handle.done:
+                handle.drain()
+                if not handle.wait(60):
+                    handle.cancel()
+        self._runs.clear()
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
