@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
           "(default WAREHOUSE_PATH)")
     _flag(io, "dead-letter-output", help="jsonl: prefix of the dead-letter files "
           "(default OUTPUT-dead-letters)")
+    _flag(io, "anomaly-output", help="jsonl: prefix of the anomaly files (with --anomalies; "
+          "default OUTPUT-anomalies)")
     _flag(io, "dead-letter-topic", help="also publish dead letters to this Pub/Sub topic "
           "(projects/P/topics/T; streaming only)")
     _flag(io, "breakdown", metavar="FIELD",
@@ -171,6 +173,12 @@ def plan(argv: list[str]) -> RunPlan:
         streaming = True
     if args.dead_letter_topic and not streaming:
         raise UsageError("--dead-letter-topic needs a streaming run (--source pubsub)")
+    if settings.pubsub_alert_topic_id and not settings.anomalies:
+        raise UsageError("--alert-topic publishes anomalies: add --anomalies")
+    if settings.pubsub_alert_topic_id and not streaming:
+        raise UsageError("--alert-topic needs a streaming run (--source pubsub)")
+    if args.anomaly_output and not (settings.anomalies and args.sink == "jsonl"):
+        raise UsageError("--anomaly-output is for --sink jsonl with --anomalies")
 
     from txpipe.sinks import BigQuerySink, DuckDBSink, JsonlSink
 
@@ -180,14 +188,19 @@ def plan(argv: list[str]) -> RunPlan:
         dead = args.dead_letter_output or f"{args.output}-dead-letters"
         _writable_prefix(args.output, "--output")
         _writable_prefix(dead, "--dead-letter-output")
+        anomaly_output = args.anomaly_output or f"{args.output}-anomalies"
+        if settings.anomalies:
+            _writable_prefix(anomaly_output, "--anomaly-output")
         sink = JsonlSink(args.output, dead, f"{args.output}-by-{args.breakdown}"
-                         if args.breakdown else None, streaming=streaming)
+                         if args.breakdown else None, streaming=streaming,
+                         anomaly_output=anomaly_output)
     elif args.sink == "duckdb":
         path = args.output or settings.warehouse_path
         _writable_prefix(path, "--output")
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise UsageError(f"--output {path!r} is not writable")
-        sink = DuckDBSink(path, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
+        sink = DuckDBSink(path, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id,
+                          settings.bigquery_anomaly_table_id)
     else:
         if args.output or args.dead_letter_output:
             raise UsageError("--sink bigquery takes its tables from BIGQUERY_DATASET_ID / "
@@ -266,6 +279,8 @@ def summary(counters: dict[str, int]) -> str:
     parts += [f"{r.value}={counters[metrics.dead_letter_counter(r)]}" for r in Reason
               if counters.get(metrics.dead_letter_counter(r))]
     parts.append(f"panes={counters.get(metrics.PANES, 0)}")
+    if metrics.ANOMALIES in counters:
+        parts.append(f"anomalies={counters[metrics.ANOMALIES]}")
     return " ".join(parts)
 
 
@@ -289,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(run.settings.log_level.value)
     log.info("starting: %s from %s into %s", WindowSpec.from_settings(run.settings).describe(),
              type(run.source).__name__, type(run.sink).__name__)
+    if run.settings.anomalies:
+        from txpipe.anomaly import AnomalySpec
+
+        log.info("anomaly detection: %s", AnomalySpec.from_settings(run.settings).describe())
     try:
         result = execute(run)
     except KeyboardInterrupt:

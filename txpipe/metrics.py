@@ -16,6 +16,7 @@ DEAD_LETTERED = "dead_lettered"
 DUPLICATES_DROPPED = "duplicates_dropped"
 UNIQUE = "transactions_unique"
 PANES = "panes_emitted"
+ANOMALIES = "anomalies_found"
 
 
 def dead_letter_counter(reason: Reason | str) -> str:

@@ -3,6 +3,7 @@ here. Transform names are stable — Dataflow's ``--update`` maps running state 
 
     Read -> TransactionStats[Parse -> Dedupe -> Window -> Aggregate (-> AggregateBy<dim>)]
          -> WriteWindows, WriteDeadLetters (, WriteDimensionStats, PublishDeadLetters)
+         (-> DetectAnomalies -> WriteAnomalies (, PublishAnomalies))   with settings.anomalies
 """
 
 from __future__ import annotations
@@ -97,7 +98,27 @@ def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, 
             | "DeadLettersToJson" >> beam.Map(_dead_letter_message)
             | "PublishDeadLetters" >> beam.io.WriteToPubSub(dead_letter_topic)
         )
+    if settings.anomalies:
+        detect_anomalies(result, settings, sink)
     return result
+
+
+def detect_anomalies(result: StatsResult, settings: Settings, sink: Sink):
+    """The optional detection stage (txpipe.anomaly) on the window and per-dimension rows."""
+    from txpipe.anomaly import DetectAnomalies
+    from txpipe.schema import ANOMALIES
+
+    rows = (result.windows,) if result.by_dimension is None else (
+        result.windows, result.by_dimension)
+    found = rows | "DetectAnomalies" >> DetectAnomalies.from_settings(settings)
+    found | "WriteAnomalies" >> sink.anomalies()
+    if settings.alert_topic_path:
+        (
+            found
+            | "AnomaliesToJson" >> beam.Map(lambda row: ANOMALIES.to_jsonl(row).encode())
+            | "PublishAnomalies" >> beam.io.WriteToPubSub(settings.alert_topic_path)
+        )
+    return found
 
 
 def _dead_letter_message(row: dict) -> bytes:

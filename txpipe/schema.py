@@ -24,6 +24,7 @@ class Kind(str, Enum):
     INTEGER = "INT64"
     MONEY = "NUMERIC"
     STRING = "STRING"
+    FLOAT = "FLOAT64"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Column:
             Kind.INTEGER: "BIGINT",
             Kind.MONEY: f"DECIMAL(38, {money.SCALE})",
             Kind.STRING: "VARCHAR",
+            Kind.FLOAT: "DOUBLE",
         }[self.kind]
 
 
@@ -107,6 +109,7 @@ class Table:
             Kind.INTEGER: pa.int64(),
             Kind.MONEY: pa.decimal128(38, money.SCALE),
             Kind.STRING: pa.string(),
+            Kind.FLOAT: pa.float64(),
         }
         return pa.schema(
             [pa.field(c.name, types[c.kind], nullable=not c.required) for c in self.columns]
@@ -187,4 +190,24 @@ DEAD_LETTERS = Table(
     ),
     partition_column="seen_at",
     clustering=("reason",),
+)
+
+#: One row per anomaly found (txpipe.anomaly): a window's metric, for the whole stream or one
+#: value of the breakdown, scored at or above the detector's threshold. Rows are events, like
+#: dead letters: appended, never replaced.
+ANOMALIES = Table(
+    columns=_WINDOW + (
+        Column("dimension", Kind.STRING, False, "the field broken down; null for the whole stream"),
+        Column("dimension_value", Kind.STRING, False, "its value; null for the whole stream"),
+        Column("metric", Kind.STRING, True, "the window-table column scored: total_transactions "
+                                            "or total_amount_sum"),
+        Column("value", Kind.MONEY, True, "the metric's value in the window (exact)"),
+        Column("score", Kind.FLOAT, True, "the detector's outlier score"),
+        Column("threshold", Kind.FLOAT, True, "the score from which a window is an anomaly"),
+        Column("detector", Kind.STRING, True, "which Beam detector scored it, e.g. IQR"),
+        Column("label", Kind.STRING, True, "outlier"),
+        Column("processed_at", Kind.TIMESTAMP, True, "when the pipeline found it (UTC)"),
+    ),
+    partition_column="window_start_time",
+    clustering=("metric", "dimension"),
 )

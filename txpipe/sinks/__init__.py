@@ -1,5 +1,6 @@
-"""Where rows go. Every sink writes the window rows, the per-dimension rows and the dead
-letters, each to a destination of its own, from the one schema in :mod:`txpipe.schema`."""
+"""Where rows go. Every sink writes the window rows, the per-dimension rows, the dead letters
+and the anomalies, each to a destination of its own, from the one schema in
+:mod:`txpipe.schema`."""
 
 from typing import Protocol, runtime_checkable
 
@@ -19,6 +20,8 @@ class Sink(Protocol):
     def dimension_stats(self) -> beam.PTransform: ...
 
     def dead_letters(self) -> beam.PTransform: ...
+
+    def anomalies(self) -> beam.PTransform: ...
 
 
 __all__ = ["BigQuerySink", "DuckDBSink", "JsonlSink", "Sink"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import apache_beam as beam
 from apache_beam.io.gcp import bigquery_tools
@@ -25,7 +25,14 @@ from apache_beam.io.gcp.bigquery import BigQueryDisposition, BigQueryWriteFn
 from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 
 from txpipe.contract import format_timestamp
-from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table, dimension_table_name
+from txpipe.schema import (
+    ANOMALIES,
+    DEAD_LETTERS,
+    DIMENSION_STATS,
+    WINDOW_STATS,
+    Table,
+    dimension_table_name,
+)
 
 
 def insert_id(row: dict, table: Table, run_id: str = "") -> str:
@@ -63,12 +70,14 @@ class BigQuerySink:
     table: str
     dead_letter_table: str
     dimension_table: str | None = None
+    anomaly_table: str | None = None
 
     @classmethod
     def from_settings(cls, settings) -> BigQuerySink:
         return cls(
             table=settings.bigquery_table,
             dead_letter_table=settings.bigquery_dead_letter_table,
+            anomaly_table=settings.bigquery_anomaly_table,
         )
 
     def windows(self) -> beam.PTransform:
@@ -80,6 +89,14 @@ class BigQuerySink:
 
     def dead_letters(self) -> beam.PTransform:
         return _WriteDeadLetters(self.dead_letter_table)
+
+    def anomalies(self) -> beam.PTransform:
+        # Anomalies are events, appended like dead letters; but each has a natural identity
+        # (window, series, metric, detector), which makes its insert id.
+        identity = replace(ANOMALIES, key=("window_start_time", "window_end_time", "dimension",
+                                           "dimension_value", "metric", "detector"))
+        return WritePanesToBigQuery(
+            self.anomaly_table or self.table.rsplit(".", 1)[0] + ".anomalies", identity)
 
 
 class _WriteDeadLetters(beam.PTransform):

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.transforms import window
 
-from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table, dimension_table_name
+from txpipe.schema import (
+    ANOMALIES,
+    DEAD_LETTERS,
+    DIMENSION_STATS,
+    WINDOW_STATS,
+    Table,
+    dimension_table_name,
+)
 
 LOCK_RETRY_SECONDS = 120.0
 
@@ -93,6 +100,7 @@ class DuckDBSink:
     path: str
     table: str = "hourly_sales_aggregation"
     dead_letter_table: str = "dead_letters"
+    anomaly_table: str = "anomalies"
 
     @property
     def dimension_table(self) -> str:
@@ -106,3 +114,6 @@ class DuckDBSink:
 
     def dead_letters(self) -> beam.PTransform:
         return WriteDuckDB(self.path, DEAD_LETTERS, self.dead_letter_table)
+
+    def anomalies(self) -> beam.PTransform:
+        return WriteDuckDB(self.path, ANOMALIES, self.anomaly_table)

@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.transforms import window
 
-from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
+from txpipe.schema import ANOMALIES, DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
 
 
 class WriteJsonl(beam.PTransform):
@@ -51,6 +51,7 @@ class JsonlSink:
     dead_letter_output: str
     dimension_output: str | None = None
     streaming: bool = False
+    anomaly_output: str | None = None
 
     def windows(self) -> beam.PTransform:
         return WriteJsonl(self.output, WINDOW_STATS, self.streaming)
@@ -62,3 +63,7 @@ class JsonlSink:
     def dead_letters(self) -> beam.PTransform:
         return WriteJsonl(self.dead_letter_output, DEAD_LETTERS, self.streaming,
                           ".dead-letters.jsonl")
+
+    def anomalies(self) -> beam.PTransform:
+        return WriteJsonl(self.anomaly_output or f"{self.output}-anomalies", ANOMALIES,
+                          self.streaming, ".anomalies.jsonl")
