@@ -211,3 +211,31 @@ ANOMALIES = Table(
     partition_column="window_start_time",
     clustering=("metric", "dimension"),
 )
+
+#: The view beside the anomaly table (BigQuery for Looker Studio; the same SQL runs on DuckDB).
+ANOMALY_VIEW = "windows_with_anomalies"
+
+
+def windows_with_anomalies_sql(windows: str, anomalies: str) -> str:
+    """Each window's final pane (its highest pane_index) with the anomalies found in it:
+    how many, the highest score and which series / metrics — one row per window, ready for a
+    time-series chart. ``windows`` and ``anomalies`` are quoted table references
+    (`` `project.dataset.table` `` in BigQuery, ``"table"`` in DuckDB)."""
+    return f"""SELECT
+  w.window_start_time, w.window_end_time, w.total_transactions, w.total_amount_sum,
+  w.avg_transaction_amount, w.min_amount, w.max_amount, w.pane_timing, w.pane_index,
+  COALESCE(a.anomalies, 0) AS anomalies, a.max_score, a.anomaly_series
+FROM (
+  SELECT *, ROW_NUMBER() OVER (
+    PARTITION BY window_start_time, window_end_time ORDER BY pane_index DESC) AS final_rank
+  FROM {windows}
+) AS w
+LEFT JOIN (
+  SELECT window_start_time, window_end_time, COUNT(*) AS anomalies, MAX(score) AS max_score,
+    STRING_AGG(COALESCE(dimension || '=' || dimension_value, 'all') || ' ' || metric, ', '
+               ORDER BY score DESC) AS anomaly_series
+  FROM {anomalies}
+  GROUP BY window_start_time, window_end_time
+) AS a
+ON a.window_start_time = w.window_start_time AND a.window_end_time = w.window_end_time
+WHERE w.final_rank = 1"""
