@@ -59,12 +59,12 @@ class Policy:
         return yaml.dump(self.body, Dumper=_Dumper, sort_keys=False, width=100)
 
 
-def policy_files(directory: Path = POLICY_DIR) -> list[Path]:
-    return sorted(directory.glob("*.yaml"))
+def policy_files(directory: Path | None = None) -> list[Path]:
+    return sorted((directory or POLICY_DIR).glob("*.yaml"))
 
 
 def load_policies(settings, job_name: str, channels: Iterable[str] = (),
-                  directory: Path = POLICY_DIR) -> list[Policy]:
+                  directory: Path | None = None) -> list[Policy]:
     """Every policy file, rendered for ``settings`` and the Dataflow job ``job_name``."""
     values = {
         "PROJECT_ID": settings.project_id,
