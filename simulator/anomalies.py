@@ -4,9 +4,9 @@ Three named scenarios, each confined to one event-time window chosen from the se
 
 - ``volume_spike``: one value of a dimension (a merchant by default) does ten times its usual
   volume — every transaction of it in the window comes with nine more like it;
-- ``amount_burst``: a burst of large amounts (5,000–50,000) at one merchant, about one extra
-  transaction per hundred in the window, all in the same instant — it about quadruples the
-  window's usual total;
+- ``amount_burst``: a burst of large amounts (10,000–100,000) at one merchant, about one extra
+  transaction per hundred in the window, all in the same instant — about twice the money a
+  window usually holds, so the window's total about triples;
 - ``drop_out``: nine in ten messages of the window never arrive (a partial outage upstream).
 
 A message the scenario added, or one of the window's affected series, carries the scenario's
@@ -52,7 +52,7 @@ SPIKE_FACTOR = 10
 DROP_FRACTION = 0.9
 BURST_SHARE = 0.01  # burst transactions per transaction the window normally has
 BURST_MIN = 5
-BURST_AMOUNTS = (5_000.0, 50_000.0)  # log-uniform: the burst about quadruples the window's sum
+BURST_AMOUNTS = (10_000.0, 100_000.0)  # log-uniform: the burst about triples the window's sum
 _CATEGORY = {c.name: c for c in CATEGORIES}
 
 
