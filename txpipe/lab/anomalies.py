@@ -88,9 +88,9 @@ def plot_scores(scored: pd.DataFrame, truth, title: str = "IQR scores, whole str
                plt.Line2D([], [], color="#c44e52", ls="--", label="threshold"),
                plt.Line2D([], [], color="#c44e52", marker="o", ls="", label="anomaly found"),
                plt.Line2D([], [], color="black", marker="^", ls="", label="999,999.99 in window")]
-    axes[0].legend(handles=legend, loc="upper left", fontsize=8, ncol=4)
+    fig.legend(handles=legend, loc="lower center", fontsize=8, ncol=4, frameon=False)
     axes[0].set_title(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     return fig
 
 
@@ -117,11 +117,13 @@ class LiveChart:
     def read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         import duckdb
 
-        from txpipe.schema import ANOMALY_VIEW, windows_with_anomalies_sql
+        from txpipe.schema import windows_with_anomalies_sql
         from txpipe.sinks.duckdb import connect
 
+        # The same configuration as the pipeline's writer in this process (DuckDB refuses a
+        # read-only connection beside a read-write one); a write in progress: next time.
         try:
-            con = connect(self.warehouse, read_only=True, retry_seconds=5)
+            con = connect(self.warehouse, retry_seconds=2)
         except duckdb.Error:
             return pd.DataFrame(), pd.DataFrame()
         try:
@@ -133,7 +135,6 @@ class LiveChart:
             return pd.DataFrame(), pd.DataFrame()
         finally:
             con.close()
-        del ANOMALY_VIEW
         return view.sort_values("window_start_time"), found
 
     def draw(self, title: str = ""):
