@@ -22,12 +22,17 @@ from pandas.api.types import infer_dtype
 
 REQUIRED = ["transaction_id", "amount", "timestamp"]
 OPTIONAL = ["user_id", "merchant_id", "category", "country", "payment_method", "currency"]
-RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})"
+
+
+#: The amount as written, to count its digits: a double keeps only 15-17 of them.
+AMOUNT_TEXT = r'"amount"\s*:\s*(-?[0-9][0-9.eE+-]*)'
 
 
 def load(path: str) -> tuple[pd.DataFrame, int]:
-    """Rows of the JSON objects in the file, and how many lines were not JSON objects."""
-    records, bad = [], 0
+    """Rows of the JSON objects in the file (with each line's text), and how many lines were
+    not JSON objects."""
+    records, texts, bad = [], [], 0
     with open(path, "rb") as lines:
         for line in lines:
             try:
@@ -37,9 +42,22 @@ def load(path: str) -> tuple[pd.DataFrame, int]:
                 continue
             if isinstance(obj, dict):
                 records.append(obj)
+                texts.append(line)
             else:
                 bad += 1
-    return pd.DataFrame.from_records(records, columns=REQUIRED + OPTIONAL), bad
+    df = pd.DataFrame.from_records(records, columns=REQUIRED + OPTIONAL)
+    df["line"] = pd.Series(texts, index=df.index, dtype=object)
+    return df, bad
+
+
+def significant_digits(df: pd.DataFrame) -> pd.Series:
+    """Significant digits of each amount as written (trailing zeros of a fraction do not
+    count), where the float would hide digits beyond the 15 the contract allows."""
+    text = df.line.str.decode("utf-8", "replace").str.extract(AMOUNT_TEXT, expand=False)
+    mantissa = text.str.split("[eE]", n=1, regex=True).str[0].str.lstrip("-")
+    whole = mantissa.str.split(".", n=1, regex=False)
+    digits = whole.str[0].fillna("") + whole.str[1].fillna("").str.rstrip("0")
+    return digits.str.lstrip("0").str.len().fillna(0)
 
 
 def of_types(column: pd.Series, types: tuple[type, ...], inferred: tuple[str, ...]) -> pd.Series:
@@ -62,6 +80,7 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
     amount = pd.to_numeric(df.amount.where(ok), errors="coerce")
     finite = np.isfinite(amount)
     ok &= finite & (amount > 0) & (amount < 1e15) & (amount.round(9) == amount)
+    ok &= significant_digits(df) <= 15
     ok &= is_str(df.timestamp) & df.timestamp.str.fullmatch(RFC3339).fillna(False).astype(bool)
     ts = pd.to_datetime(df.timestamp.where(ok), utc=True, format="ISO8601", errors="coerce")
     ok &= ts.notna()

@@ -3,7 +3,8 @@ like process (InteractiveRunner, ``PipelineOptions([])``), timed around the coll
 
     python -m benchmarks.notebook INPUT --plan stats|stepwise [--json]
 
-``stats`` collects ``TransactionStats(...).windows`` (what the notebooks and the CLI use);
+``stats`` collects ``TransactionStats(..., route=BATCHED).windows`` (what the CLI uses for a
+bounded input);
 ``stepwise`` chains the element-wise transforms one by one, as a notebook does to look at each
 step — the baseline. Prints seconds, rows and the total count; ``--json`` prints one object.
 """
@@ -24,6 +25,7 @@ def build(plan: str, messages: tuple[bytes, ...], window_seconds: int):
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     from txpipe.aggregate import AggregateWindows
+    from txpipe.config import Route
     from txpipe.dedupe import DropDuplicates
     from txpipe.parse import VALID, ParseTransactions
     from txpipe.pipeline import TransactionStats
@@ -38,7 +40,7 @@ def build(plan: str, messages: tuple[bytes, ...], window_seconds: int):
     p = beam.Pipeline(runner, options=PipelineOptions([]))
     raw = p | "Read" >> MessagesSource(messages).transform()
     if plan == "stats":
-        return p, (raw | "TransactionStats" >> TransactionStats(spec)).windows
+        return p, (raw | "TransactionStats" >> TransactionStats(spec, route=Route.BATCHED)).windows
     parsed = raw | "Parse" >> ParseTransactions()
     unique = parsed[VALID] | "Dedupe" >> DropDuplicates()
     windowed = unique | "Window" >> WindowTransactions(spec)

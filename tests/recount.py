@@ -118,6 +118,9 @@ def bad_records(big: bool = False) -> list[tuple[bytes, str]]:
     records = [
         # malformed_json
         (b'{"transaction_id": "m1", "amount": 1', "malformed_json"),
+        # not UTF-8 in a field nobody reads is still not UTF-8
+        (b'{"transaction_id": "m2", "amount": 1, "timestamp": "2026-11-27T10:00:00Z", '
+         b'"note": "caf\xe9"}', "malformed_json"),
         (b"not json at all", "malformed_json"),
         (b"\xff\xfe\x00garbage", "malformed_json"),  # not UTF-8
         (b'{"transaction_id": "\xc3\x28", "amount": 1, "timestamp": "2026-11-27T10:00:00Z"}',
@@ -183,7 +186,6 @@ def bad_records(big: bool = False) -> list[tuple[bytes, str]]:
         (_obj(ts='"2026-11-27T10:00:00 UTC"'), "invalid_timestamp"),
         (_obj(ts='"2026-02-30T10:00:00Z"'), "invalid_timestamp"),
         (_obj(ts='"2026-11-27T10:00:60Z"'), "invalid_timestamp"),
-        (_obj(ts='"2026-11-27T10:00:00.1234567890Z"'), "invalid_timestamp"),
         (_obj(ts='"2026-11-27T10:00:00.Z"'), "invalid_timestamp"),
         (_obj(ts='"0001-01-01T00:00:00+01:00"'), "invalid_timestamp"),  # before year 1 in UTC
         (_obj(ts='"9999-12-31T23:59:59-01:00"'), "invalid_timestamp"),  # after 9999 in UTC

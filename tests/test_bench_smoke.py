@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks import data, replay
+from benchmarks import data, elementwise, foreign, replay
 from benchmarks.measure import run
 
 
@@ -30,6 +30,21 @@ def test_txpipe_and_pandas_compute_the_same_windows(small_file):
     assert counts["duplicates_dropped"] > 0
     assert ours.counts["dead_lettered"] == pandas.counts["dead"] > 0
     assert ours.measured.peak_rss_bytes > 0 and ours.measured.cpu_seconds > 0
+
+
+def test_txpipe_and_pandas_agree_on_a_foreign_producers_file(tmp_path):
+    path = foreign.write(tmp_path / "foreign.jsonl", 3_000, duplicates=0.05, bad=0.02)
+    pandas = replay.pandas_replay(path, tmp_path)
+    ours = replay.txpipe_replay(path, tmp_path)
+    assert replay.disagreements(ours, pandas) == []
+    assert ours.counts["duplicates_dropped"] > 0 and ours.counts["dead_lettered"] > 0
+
+
+def test_the_element_wise_measurement_runs_and_prices(tmp_path):
+    result = elementwise.measure("dataflow", tmp_path, sizes=(300, 600))
+    assert result["cpu_s"][1] > 0 and result["sizes"] == (300, 600)
+    per_tx = result["us_per_tx"] / 1e6
+    assert result["vcpu_hours_per_million"] == per_tx * 1e6 / 3600
 
 
 def test_the_multi_process_replay_agrees_too(small_file):

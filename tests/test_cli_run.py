@@ -50,7 +50,8 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
 
 def summary_counts(stdout: str) -> dict[str, int]:
     last = stdout.strip().splitlines()[-1]
-    return {k: int(v) for k, v in (part.split("=") for part in last.split())}
+    return {k: int(v) if v.isdigit() else v
+            for k, v in (part.split("=") for part in last.split())}
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
-"""Conservation, as a property: for any stream of valid transactions (oddly spelled, some on
-window boundaries) in fixed, sliding or session windows, with exact re-sends and bad records
-of every reason, the batch pipeline's windows equal an independent pandas / Decimal recount
-of the unique transactions, the dead letters are exactly the bad records under their
-reasons, and the counters balance: read == valid + dead_lettered, valid == unique +
-duplicates_dropped.
+"""Conservation, as a property, on both routes of TransactionStats: for any stream of valid
+transactions (oddly spelled, some on window boundaries, sorted or not) in fixed, sliding or
+session windows, with exact re-sends and bad records of every reason, the element-wise route's
+windows equal an independent pandas / Decimal recount of the unique transactions, the dead
+letters are exactly the bad records under their reasons, and the counters balance: read ==
+valid + dead_lettered, valid == unique + duplicates_dropped. The batched route gives the same
+rows (in the same windows), per-dimension rows, dead letters (every field but seen_at) and
+counters.
 """
 
 from __future__ import annotations
@@ -27,17 +29,48 @@ from recount import (
 )
 
 from txpipe import metrics
-from txpipe.config import WindowType
+from txpipe.config import Route, WindowType
 from txpipe.pipeline import TransactionStats
 from txpipe.sources import MessagesSource
 from txpipe.windowing import WindowSpec
 
 BAD = bad_records()
-_OUT: dict[str, list] = {"windows": [], "dead": []}
+_OUT: dict[str, list] = {}
+ROUTES = (Route.ELEMENTWISE, Route.BATCHED)
 
 
-def _keep(element, key):
-    _OUT[key].append(element)  # module-level: pickled by reference, runs in this process
+def _keep(element, key, win=beam.DoFn.WindowParam):
+    # module-level: pickled by reference, runs in this process
+    _OUT.setdefault(key, []).append((element, win))
+
+
+def _value(v):
+    # 33.330 and 33.3300 are one amount; which spelling min/max keep depends on arrival order
+    return str(v.normalize()) if isinstance(v, Decimal) else str(v)
+
+
+def _rows(key: str) -> list:
+    """Rows without processed_at (a wall clock), with their windows, in a stable order."""
+    return sorted((sorted((k, _value(v)) for k, v in row.items() if k != "processed_at"),
+                   (w.start.micros, w.end.micros)) for row, w in _OUT.get(key, []))
+
+
+def _dead(key: str) -> list:
+    return sorted(sorted((k, v) for k, v in d.items() if k != "seen_at")
+                  for d, _ in _OUT.get(key, []))
+
+
+def _counters(run, route: Route) -> dict[str, int]:
+    """The txpipe counters of one route's steps (both routes run in one pipeline)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    totals: Counter = Counter()
+    query = run.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    for counter in query["counters"]:
+        if counter.key.step.startswith(f"{route.value}/"):
+            totals[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    totals[metrics.DUPLICATES_DROPPED] = totals[metrics.VALID] - totals[metrics.UNIQUE]
+    return totals
 
 
 amounts = st.one_of(
@@ -75,45 +108,63 @@ def streams(draw):
     resend = draw(st.lists(st.integers(0, max(n - 1, 0)), max_size=15)) if n else []
     bad = draw(st.lists(st.sampled_from(BAD), max_size=25))
     seed = draw(st.integers(0, 2**32))
-    return spec, txs, resend, bad, seed
+    in_order = draw(st.booleans())  # sorted by event time, or shuffled
+    breakdown = None if spec.kind is WindowType.SESSION else draw(st.sampled_from([None, "category"]))
+    return spec, txs, resend, bad, seed, in_order, breakdown
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=streams())
-def test_windows_and_dead_letters_conserve_every_message(stream):
-    spec, txs, resend, bad, seed = stream
+def test_windows_and_dead_letters_conserve_every_message_on_both_routes(stream):
+    spec, txs, resend, bad, seed, in_order, breakdown = stream
     rng = random.Random(seed)
     spelled = [spell_message(tx, rng) for tx in txs]
     messages = spelled + [spelled[i] for i in resend] + [raw for raw, _ in bad]
-    rng.shuffle(messages)
+    if in_order:
+        when = {m: tx.event_time for m, tx in zip(spelled, txs, strict=True)}
+        messages.sort(key=lambda m: when.get(m, BASE))
+    else:
+        rng.shuffle(messages)
 
-    _OUT["windows"].clear()
-    _OUT["dead"].clear()
+    _OUT.clear()
     pipeline = beam.Pipeline()
-    result = (pipeline | "Read" >> MessagesSource(tuple(messages)).transform()
-              | TransactionStats(spec))
-    result.windows | "KeepWindows" >> beam.Map(_keep, "windows")
-    result.dead_letters | "KeepDead" >> beam.Map(_keep, "dead")
+    read = pipeline | "Read" >> MessagesSource(tuple(messages)).transform()
+    for route in ROUTES:
+        result = read | route.value >> TransactionStats(spec, breakdown=breakdown, route=route)
+        assert result.route is route
+        result.windows | f"KeepWindows{route.name}" >> beam.Map(_keep, f"windows {route}")
+        result.dead_letters | f"KeepDead{route.name}" >> beam.Map(_keep, f"dead {route}")
+        if breakdown:
+            result.by_dimension | f"KeepDims{route.name}" >> beam.Map(_keep, f"dims {route}")
     run = pipeline.run()
     run.wait_until_finish()
-    counters = metrics.read_counters(run)
 
     # the windows: an independent recount of the unique valid transactions
-    assert_windows_match(_OUT["windows"], txs, spec.size_seconds, spec.kind.value,
+    windows = [row for row, _ in _OUT.get(f"windows {Route.ELEMENTWISE}", [])]
+    assert_windows_match(windows, txs, spec.size_seconds, spec.kind.value,
                          spec.period_seconds, spec.gap_seconds)
 
     # the dead letters: every bad record, under its reason, with its payload
-    assert Counter((d["reason"], d["payload"]) for d in _OUT["dead"]) == Counter(
+    dead = [d for d, _ in _OUT.get(f"dead {Route.ELEMENTWISE}", [])]
+    assert Counter((d["reason"], d["payload"]) for d in dead) == Counter(
         (reason, expected_payload(raw)) for raw, reason in bad)
 
     # the counters balance, and each equals what was generated
-    read, valid = counters.get(metrics.READ, 0), counters.get(metrics.VALID, 0)
-    dead = counters.get(metrics.DEAD_LETTERED, 0)
+    counters = _counters(run, Route.ELEMENTWISE)
+    read_n, valid = counters.get(metrics.READ, 0), counters.get(metrics.VALID, 0)
+    dead_n = counters.get(metrics.DEAD_LETTERED, 0)
     unique = counters.get(metrics.UNIQUE, 0)
     dropped = counters.get(metrics.DUPLICATES_DROPPED, 0)
-    assert read == len(messages) == valid + dead
+    assert read_n == len(messages) == valid + dead_n
     assert valid == len(txs) + len(resend) == unique + dropped
-    assert (unique, dropped, dead) == (len(txs), len(resend), len(bad))
+    assert (unique, dropped, dead_n) == (len(txs), len(resend), len(bad))
     for reason, n in Counter(reason for _, reason in bad).items():
         assert counters.get(metrics.dead_letter_counter(reason), 0) == n
-    assert counters.get(metrics.PANES, 0) == len(_OUT["windows"])
+    assert counters.get(metrics.PANES, 0) == len(windows) + len(
+        _OUT.get(f"dims {Route.ELEMENTWISE}", []))
+
+    # the batched route: the same rows in the same windows, dead letters and counters
+    assert _rows(f"windows {Route.BATCHED}") == _rows(f"windows {Route.ELEMENTWISE}")
+    assert _rows(f"dims {Route.BATCHED}") == _rows(f"dims {Route.ELEMENTWISE}")
+    assert _dead(f"dead {Route.BATCHED}") == _dead(f"dead {Route.ELEMENTWISE}")
+    assert _counters(run, Route.BATCHED) == counters

@@ -12,6 +12,8 @@ import apache_beam as beam
 import orjson
 import pytest
 from apache_beam.transforms import window
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from recount import BASE, Tx, bad_records, expected_payload, spell_message
 
 from txpipe import metrics
@@ -74,6 +76,7 @@ def test_str_input_is_validated_like_bytes():
     # beyond microseconds: truncated, so an event never moves into a later window
     ("2026-11-27T10:00:29.999999999Z", datetime(2026, 11, 27, 10, 0, 29, 999_999, tzinfo=UTC)),
     ("2026-11-27T10:00:00.1234567Z", datetime(2026, 11, 27, 10, 0, 0, 123_456, tzinfo=UTC)),
+    ("2026-11-27T10:00:29.9999999999999Z", datetime(2026, 11, 27, 10, 0, 29, 999_999, tzinfo=UTC)),
     ("2026-11-27 10:00:00Z", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
     ("2026-01-01T00:30:00+01:00", datetime(2025, 12, 31, 23, 30, tzinfo=UTC)),
     ("2028-02-29T23:00:00-01:00", datetime(2028, 3, 1, 0, 0, tzinfo=UTC)),
@@ -208,3 +211,41 @@ def test_dead_letters_are_complete_rows(parsed):
     assert len(huge) == 1 and len(huge[0]["payload"]) == MAX_PAYLOAD_CHARS
     not_utf8 = [d for d in got_dead if d["payload"].startswith("\\xff\\xfe")]
     assert len(not_utf8) == 1 and not_utf8[0]["reason"] == "malformed_json"
+
+
+def _reference_amount_rule(amount: Decimal) -> str | None:
+    """The amount rule read straight off the contract (README): which check fails first."""
+    import math
+
+    if not amount.is_finite() or math.isinf(float(amount)):
+        return "finite"
+    if amount <= 0:
+        return "> 0"
+    _, digits, exponent = amount.normalize().as_tuple()
+    if len(digits) > 15:
+        return "significant digits"
+    if -exponent > 9:
+        return "decimal places"
+    return None
+
+
+@given(st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.builds(lambda digits, exponent: Decimal(digits).scaleb(exponent),
+              st.integers(-10**20, 10**20), st.integers(-30, 30)),
+    st.builds(lambda digits, zeros: Decimal(f"{digits}.{'0' * zeros}"),
+              st.integers(1, 10**16), st.integers(0, 25)),
+))
+@settings(max_examples=400, deadline=None)
+def test_the_amount_check_is_the_contracts_rule(amount):
+    """check_amount reckons digits and places cheaply where it can: never differently."""
+    from txpipe.contract import ContractError, check_amount
+
+    expected = _reference_amount_rule(amount)
+    try:
+        check_amount(amount)
+        verdict = None
+    except ContractError as exc:
+        verdict = next(k for k in ("finite", "> 0", "significant digits", "decimal places")
+                       if k in str(exc))
+    assert verdict == expected, amount

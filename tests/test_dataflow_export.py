@@ -154,19 +154,39 @@ def test_every_stage_is_a_named_step(export):
         assert f"TransactionStats/{stage}" in names
     assert names["TransactionStats/Parse/Validate/ParDo(ParseFn)"].spec.urn == (
         "beam:transform:pardo:v1")
-    assert names["TransactionStats/Aggregate/Combine/CombinePerKey"].spec.urn == (
+    assert names["TransactionStats/Aggregate/Combine"].spec.urn == (
         "beam:transform:combine_per_key:v1")
     assert names["TransactionStats/Window/AssignWindows"].spec.urn == (
         "beam:transform:window_into:v1")
 
 
-def test_dedupe_is_keyed_state_with_an_expiry_timer(export):
-    dedupe = export.transforms()["TransactionStats/Dedupe/FirstDelivery"]
+def test_dedupe_is_the_sources_on_dataflow_within_its_ten_minutes(export):
+    """Dataflow drops repeated id_label values for 10 minutes: within that horizon (the
+    default 600 s) Dedupe only counts — no keyed state per transaction."""
+    names = export.transforms()
+    dedupe = [t for name, t in names.items() if name.startswith("TransactionStats/Dedupe/")]
+    assert [t.unique_name for t in dedupe] == ["TransactionStats/Dedupe/CountUnique"]
+    for t in dedupe:
+        if t.spec.urn == "beam:transform:pardo:v1":
+            pardo = api.ParDoPayload.FromString(t.spec.payload)
+            assert not pardo.state_specs and not pardo.timer_family_specs
+
+
+def test_a_longer_horizon_keeps_per_id_state_with_a_processing_time_timer(export, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "txpipe", "export-job", "--output", "job", "--streaming",
+         "--dedupe-horizon", "1800"], cwd=tmp_path, env=export.env, capture_output=True,
+        text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    graph = api.Pipeline.FromString((tmp_path / "job" / "pipeline.pb").read_bytes())
+    (dedupe,) = [t for t in graph.components.transforms.values()
+                 if t.unique_name.startswith("TransactionStats/Dedupe/FirstDelivery/")
+                 and t.spec.urn == "beam:transform:pardo:v1"]
     pardo = api.ParDoPayload.FromString(dedupe.spec.payload)
-    assert set(pardo.state_specs) == {"seen"}
-    (timer,) = pardo.timer_family_specs.values()  # Beam names it "ts-expiry"
+    assert set(pardo.state_specs) == {"seen"}  # Beam's own DeduplicatePerKey
     # Processing time: forgetting an id must never hold back the event-time watermark.
-    assert timer.time_domain == api.TimeDomain.PROCESSING_TIME
+    assert api.TimeDomain.PROCESSING_TIME in {
+        t.time_domain for t in pardo.timer_family_specs.values()}
 
 
 def test_windows_are_event_time_with_allowed_lateness(export):

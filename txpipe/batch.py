@@ -1,100 +1,126 @@
-"""TransactionStats for bounded input: the same stages and results, computed on chunks.
+"""The batched route of TransactionStats, for bounded input: the same stages, a chunk at a time.
 
-On Beam's Python runners every element costs microseconds of framework work in every step,
-and the stateful dedupe a state round trip per element: a 1M-line replay took minutes. A
-bounded input needs neither triggers nor state — every window fires once, ON_TIME, when the
-input ends — so this plan handles messages a chunk at a time:
+Beam's Python SDK spends microseconds of framework work per element and step, and the
+element-wise Dedupe a state round trip per transaction. A bounded input needs neither: every
+window fires once, ON_TIME, when the input ends. So this route moves transactions in chunks
+through Beam's own batch mechanisms, and shares every stage's logic with the element-wise
+route:
 
-- Parse validates a chunk of messages in one call (the contract's fast path);
-- Dedupe groups the valid transactions by a hash bucket of their id (every copy of an id lands
-  in the same bucket, so the first delivery is found exactly) and drops redeliveries there;
-- Window cuts fixed event-time windows arithmetically, as FixedWindows would;
-- Aggregate sums each window's part of a chunk exactly (Decimal, 38 digits), then merges the
-  parts per window, and emits the window rows in their windows.
+- **Parse** is a batched DoFn: Beam hands it messages in batches (the file source yields
+  them as batches already). Each message goes through the one parse function
+  (:func:`txpipe.contract.parse_message`); dead letters are the element-wise route's, one by
+  one (:func:`txpipe.parse.dead_letter`); valid transactions leave as column chunks, keyed by
+  a hash bucket of their id.
+- **Dedupe** is a GroupByKey of the buckets: every copy of an id meets in its bucket, and the
+  first delivery is kept. The number of buckets grows with the input (:func:`buckets_for`), so
+  a Dataflow backfill spreads over workers instead of piling onto a fixed few.
+- **Window** assigns windows with the spec's own Beam WindowFn (:class:`WindowAssigner`), and
+  merges sessions with its own merge.
+- **Aggregate** folds each chunk's part of a window into :class:`TransactionStatsFn`'s
+  accumulator and merges the parts with CombinePerKey (lifted: one accumulator per window and
+  bundle crosses the shuffle); rows are the element-wise route's (:func:`window_row`), each in
+  its window, ON_TIME, pane 0.
 
-It applies to fixed windows without early firings; streaming, sliding and session windows,
-early panes and per-dimension breakdowns use the element-wise plan.
+It takes fixed, sliding and session windows, and a per-dimension breakdown of fixed and sliding
+ones; :func:`declines` says which specs it leaves to the element-wise route, and why.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import zlib
 from collections import Counter
-from collections.abc import Iterator
-from decimal import Decimal, localcontext
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import Coder, registry
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import window
-from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.transforms.window import GlobalWindow, IntervalWindow
 from apache_beam.typehints import KV
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from txpipe import metrics, money
-from txpipe.aggregate import TransactionStatsFn, window_row
-from txpipe.config import WindowType
-from txpipe.contract import ContractError, Reason, Transaction, from_micros, parse_fields
-from txpipe.parse import DEAD_LETTERS, dead_letter
-from txpipe.windowing import WindowSpec, WindowTransactions
+from txpipe import metrics
+from txpipe.aggregate import (
+    AggregateByDimension,
+    MergeAccumulatorsFn,
+    TransactionStatsFn,
+    window_row,
+)
+from txpipe.contract import EPOCH, ContractError, Reason, from_micros, parse_message
+from txpipe.parse import DEAD_LETTERS, dead_letter, stamped
+from txpipe.windowing import WindowSpec
 
-#: Hash buckets of transaction ids: enough to spread the dedupe over a few workers.
-BUCKETS = 8
-#: Valid transactions per chunk: big enough that per-chunk costs vanish, small enough to
-#: keep a bundle's memory bounded.
+#: Valid transactions per chunk: big enough that per-chunk costs vanish, small enough to keep
+#: a bundle's memory bounded.
 CHUNK_SIZE = 20_000
+#: Input bytes per dedupe bucket: a bucket's ids (about 100 bytes each in a set) stay in the
+#: tens of MB whatever the input, and a big input gets many buckets, hence many workers.
+BUCKET_BYTES = 64 << 20
+MAX_BUCKETS = 1 << 16
+_MICROSECOND = timedelta(microseconds=1)
+#: Buckets when the source cannot say how big it is.
+DEFAULT_BUCKETS = 16
+
+
+def buckets_for(estimated_bytes: int | None) -> int:
+    """How many dedupe buckets an input of ``estimated_bytes`` gets (at least 1)."""
+    if not estimated_bytes:
+        return DEFAULT_BUCKETS
+    return max(1, min(MAX_BUCKETS, math.ceil(estimated_bytes / BUCKET_BYTES)))
+
+
+def declines(spec: WindowSpec, breakdown: str | None) -> str | None:
+    """Why the batched route does not take ``spec`` (None: it does)."""
+    if spec.early_firing_seconds:
+        return "early panes are a streaming notion: a bounded input's windows fire once"
+    if breakdown and spec.window_fn().is_merging():
+        return "per-dimension sessions are merged per value, which only the element-wise route does"
+    return None
 
 
 class Chunk:
-    """Valid transactions as columns: ids, Decimal amounts, event micros, optional fields."""
+    """Valid transactions as columns: ids, Decimal amounts, event micros, dimension values."""
 
-    __slots__ = ("ids", "amounts", "micros", "optional")
+    __slots__ = ("ids", "amounts", "micros", "dims")
 
-    def __init__(self, ids=None, amounts=None, micros=None, optional=None):
+    def __init__(self, ids=None, amounts=None, micros=None, dims=None):
         self.ids: list[str] = [] if ids is None else ids
         self.amounts: list[Decimal] = [] if amounts is None else amounts
         self.micros: list[int] = [] if micros is None else micros
-        self.optional: list[tuple] = [] if optional is None else optional
-
-    def append(self, tx_id: str, amount: Decimal, micros: int, optional: tuple) -> None:
-        self.ids.append(tx_id)
-        self.amounts.append(amount)
-        self.micros.append(micros)
-        self.optional.append(optional)
+        self.dims: list[str] | None = dims
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def rows(self) -> Iterator[tuple[str, Decimal, int, tuple]]:
-        return zip(self.ids, self.amounts, self.micros, self.optional, strict=True)
-
-    def transactions(self) -> Iterator[tuple[Transaction, int]]:
-        for tx_id, amount, micros, optional in self.rows():
-            yield Transaction(tx_id, amount, from_micros(micros), *optional), micros
 
 
 class ChunkCoder(Coder):
     """One pickle per chunk: element-wise coding would cost more than the work itself.
 
     Amounts travel as text (pickling a Decimal costs five times more), and the pickler runs
-    without its memo, which only slows down millions of small strings and tuples.
+    without its memo, which only slows down millions of small strings.
     """
 
     def encode(self, value: Chunk) -> bytes:
         out = io.BytesIO()
         pickler = pickle.Pickler(out, pickle.HIGHEST_PROTOCOL)
         pickler.fast = True
-        pickler.dump((value.ids, list(map(str, value.amounts)), value.micros, value.optional))
+        pickler.dump((value.ids, list(map(str, value.amounts)), value.micros, value.dims))
         return out.getvalue()
 
     def decode(self, encoded: bytes) -> Chunk:
-        ids, amounts, micros, optional = pickle.loads(encoded)
-        return Chunk(ids, list(map(Decimal, amounts)), micros, optional)
+        ids, amounts, micros, dims = pickle.loads(encoded)
+        return Chunk(ids, list(map(Decimal, amounts)), micros, dims)
+
+    def estimate_size(self, value: Chunk) -> int:
+        # Beam samples element sizes for its metrics; the default would encode the chunk again.
+        return 48 * len(value)
 
     def is_deterministic(self) -> bool:
         return False
@@ -106,180 +132,282 @@ class ChunkCoder(Coder):
 registry.register_coder(Chunk, ChunkCoder)
 
 
-def applies(messages, spec: WindowSpec, breakdown: str | None) -> bool:
-    """Whether ``messages`` can take the chunked plan with identical results."""
-    options = messages.pipeline.options
-    streaming = options is not None and options.view_as(StandardOptions).streaming
-    return (messages.is_bounded and not streaming and spec.kind is WindowType.FIXED
-            and not spec.early_firing_seconds and breakdown is None)
+# --- Parse ----------------------------------------------------------------------------------
 
 
-class ParseChunkFn(beam.DoFn):
-    """Raw messages -> chunks of valid transactions per id bucket, and dead letters.
+class ParseBatchFn(beam.DoFn):
+    """Batches of raw messages -> (bucket, Chunk) of valid transactions, and dead letters."""
 
-    Chunked by hand rather than with Beam's batched DoFns, which the DirectRunner's bundle
-    executor (chosen whenever a pipeline has a processing-time timer) cannot run.
-    """
-
-    def __init__(self, chunk_size: int = CHUNK_SIZE):
-        self._chunk_size = chunk_size
+    def __init__(self, buckets: int, breakdown: str | None = None,
+                 chunk_size: int = CHUNK_SIZE):
+        if breakdown:
+            AggregateByDimension(breakdown)  # refuses a field that is no dimension
+        self._buckets, self._breakdown, self._chunk_size = buckets, breakdown, chunk_size
         self._counters = metrics.ParseCounters()
 
     def start_bundle(self):
-        self._buckets = [Chunk() for _ in range(BUCKETS)]
-        self._pending = 0
-        self._read_n = 0
-        self._dead_n: Counter = Counter()
+        self._chunks: dict[int, Chunk] = {}
+        self._valid = 0
+        self._dead: Counter = Counter()
 
     def process(self, raw) -> Iterator[Any]:
-        self._read_n += 1
         if not isinstance(raw, (bytes, str)):
             raw = getattr(raw, "data", raw)  # a PubsubMessage with attributes
         try:
-            tx_id, amount, micros, optional = parse_fields(raw)
-        except ContractError as exc:
-            self._dead_n[exc.reason] += 1
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(exc.reason, str(exc), raw))
+            tx = parse_message(raw)
+        except Exception as exc:  # a bug must not lose the message either
+            reason, text = ((exc.reason, str(exc)) if isinstance(exc, ContractError) else
+                            (Reason.MALFORMED_JSON, f"unparseable: {type(exc).__name__}: {exc}"))
+            self._dead[reason] += 1
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, stamped(dead_letter(reason, text, raw)))
             return
-        except Exception as exc:  # a bug here must not lose the message either
-            self._dead_n[Reason.MALFORMED_JSON] += 1
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                Reason.MALFORMED_JSON, f"unparseable: {type(exc).__name__}: {exc}", raw))
-            return
+        tx_id = tx.transaction_id
         # crc32, not hash(): str hashes differ between worker processes
-        self._buckets[zlib.crc32(tx_id.encode()) % BUCKETS].append(
-            tx_id, amount, micros, optional)
-        self._pending += 1
-        if self._pending >= self._chunk_size:
-            yield from self._flush()
-
-    def _flush(self) -> Iterator[tuple[int, Chunk]]:
-        buckets, self._buckets, self._pending = self._buckets, [Chunk() for _ in range(BUCKETS)], 0
-        for bucket, chunk in enumerate(buckets):
-            if chunk:
-                yield bucket, chunk
+        bucket = zlib.crc32(tx_id.encode()) % self._buckets
+        chunk = self._chunks.get(bucket)
+        if chunk is None:
+            chunk = self._chunks[bucket] = Chunk(dims=[] if self._breakdown else None)
+        chunk.ids.append(tx_id)
+        chunk.amounts.append(tx.amount)
+        chunk.micros.append((tx.event_time - EPOCH) // _MICROSECOND)  # contract.to_micros
+        if self._breakdown:
+            chunk.dims.append(getattr(tx, self._breakdown) or "")
+        self._valid += 1
+        if len(chunk.ids) >= self._chunk_size:
+            del self._chunks[bucket]
+            yield bucket, chunk
 
     def finish_bundle(self):
-        for chunk in self._flush():
-            yield WindowedValue(chunk, MIN_TIMESTAMP, (GlobalWindow(),))
-        dead, self._dead_n = self._dead_n, Counter()
-        self._counters.flush(self._read_n - sum(dead.values()), dead)
-        self._read_n = 0
+        chunks, self._chunks = self._chunks, {}
+        for bucket, chunk in chunks.items():
+            yield WindowedValue((bucket, chunk), Timestamp(micros=0), (GlobalWindow(),))
+        dead, self._dead = self._dead, Counter()
+        self._counters.flush(self._valid, dead)
+        self._valid = 0
+
+
+# --- Dedupe ---------------------------------------------------------------------------------
 
 
 class FirstDeliveryFn(beam.DoFn):
-    """All chunks of one id bucket -> one chunk with the first delivery of each id."""
+    """All chunks of one bucket -> chunks holding the first delivery of each id."""
 
-    def __init__(self):
-        self._dropped = Metrics.counter(metrics.NAMESPACE, metrics.DUPLICATES_DROPPED)
+    def __init__(self, chunk_size: int = CHUNK_SIZE):
+        self._chunk_size = chunk_size
         self._unique = Metrics.counter(metrics.NAMESPACE, metrics.UNIQUE)
 
-    def process(self, element: tuple[int, Any]) -> Iterator[Chunk]:
+    def process(self, element: tuple[int, Iterable[Chunk]]) -> Iterator[Chunk]:
         _, chunks = element
         seen: set[str] = set()
-        out = Chunk()
-        dropped = 0
+        unique = 0
         for chunk in chunks:
-            for tx_id, amount, micros, optional in chunk.rows():
-                if tx_id in seen:
-                    dropped += 1
-                    continue
-                seen.add(tx_id)
-                out.append(tx_id, amount, micros, optional)
-        self._dropped.inc(dropped)
-        self._unique.inc(len(out))
-        if out:
-            yield out
+            ids, n = chunk.ids, len(chunk.ids)
+            # id -> index of its first copy in the chunk (later copies are written first, so
+            # the first one's index is what stays), minus ids an earlier chunk delivered
+            first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
+            if seen:
+                first = {i: k for i, k in first.items() if i not in seen}
+            seen.update(first)
+            unique += len(first)
+            if len(first) == n:
+                yield chunk
+            elif first:
+                keep = sorted(first.values())
+                yield Chunk([ids[k] for k in keep], [chunk.amounts[k] for k in keep],
+                            [chunk.micros[k] for k in keep],
+                            None if chunk.dims is None else [chunk.dims[k] for k in keep])
+        self._unique.inc(unique)
+
+
+# --- Window ---------------------------------------------------------------------------------
+
+
+class WindowAssigner:
+    """The windows a non-merging Beam WindowFn assigns to a timestamp, asked of the WindowFn
+    once per stretch of time over which its answer cannot change.
+
+    Fixed and sliding windows start and end on multiples of a grain (the gcd of size, period
+    and offset): every timestamp between two multiples gets the same windows, so the WindowFn's
+    own ``assign`` answers for the whole stretch.
+    """
+
+    def __init__(self, window_fn: window.WindowFn):
+        self.window_fn = window_fn
+        parts = [getattr(window_fn, name, None) for name in ("size", "period", "offset")]
+        micros = [p.micros for p in parts if p is not None]
+        self.grain = math.gcd(*micros) or 1
+        self.offset = window_fn.offset.micros if hasattr(window_fn, "offset") else 0
+        self.cache: dict[int, tuple[tuple[int, int], ...]] = {}
+
+    def __call__(self, micros: int) -> tuple[tuple[int, int], ...]:
+        """(start, end) micros of every window ``micros`` falls in."""
+        stretch = (micros - self.offset) // self.grain
+        found = self.cache.get(stretch)
+        if found is None:
+            if len(self.cache) > 1 << 16:
+                self.cache.clear()
+            moment = Timestamp(micros=stretch * self.grain + self.offset)
+            context = window.WindowFn.AssignContext(moment)
+            found = self.cache[stretch] = tuple(
+                (w.start.micros, w.end.micros) for w in self.window_fn.assign(context))
+        return found
 
 
 class CutWindowsFn(beam.DoFn):
-    """A chunk -> (window start in micros, the chunk's transactions in that window)."""
+    """A chunk of unique transactions -> ((start, end[, dimension value]), amounts).
 
-    def __init__(self, size_seconds: int):
-        self._size = size_seconds * 1_000_000
+    Sessions cannot be assigned a transaction at a time: a chunk's transactions are merged into
+    the sessions they make among themselves (as the Sessions WindowFn merges the windows
+    ``[t, t + gap)`` that overlap), and the parts are merged across chunks in Aggregate.
+    """
 
-    def process(self, chunk: Chunk) -> Iterator[tuple[int, Chunk]]:
-        size = self._size
-        parts: dict[int, Chunk] = {}
-        for tx_id, amount, micros, optional in chunk.rows():
-            start = micros - micros % size  # FixedWindows(size), offset 0
-            part = parts.get(start)
-            if part is None:
-                part = parts[start] = Chunk()
-            part.append(tx_id, amount, micros, optional)
+    def __init__(self, spec: WindowSpec, breakdown: str | None):
+        self._spec, self._breakdown = spec, breakdown
+
+    def setup(self):
+        self._window_fn = self._spec.window_fn()
+        self._merging = self._window_fn.is_merging()
+        self._assign = None if self._merging else WindowAssigner(self._window_fn)
+
+    def process(self, chunk: Chunk) -> Iterator[tuple[tuple, list[Decimal]]]:
+        if self._merging:
+            yield from self._sessions(chunk)
+            return
+        assign, parts = self._assign, {}
+        cache, offset, grain = assign.cache, assign.offset, assign.grain
+        dims = chunk.dims if self._breakdown else None
+        for i, micros in enumerate(chunk.micros):
+            found = cache.get((micros - offset) // grain) or assign(micros)
+            amount = chunk.amounts[i]
+            for bounds in found:
+                key = bounds if dims is None else (*bounds, dims[i])
+                part = parts.get(key)
+                if part is None:
+                    parts[key] = [amount]
+                else:
+                    part.append(amount)
         yield from parts.items()
 
+    def _sessions(self, chunk: Chunk) -> Iterator[tuple[tuple, list[Decimal]]]:
+        gap = self._window_fn.gap_size.micros
+        order = sorted(range(len(chunk)), key=chunk.micros.__getitem__)
+        start = end = None
+        amounts: list[Decimal] = []
+        for i in order:
+            t = chunk.micros[i]
+            if end is not None and t < end:  # [t, t + gap) overlaps the session so far
+                end = max(end, t + gap)
+            else:
+                if amounts:
+                    yield (start, end), amounts
+                start, end, amounts = t, t + gap, []
+            amounts.append(chunk.amounts[i])
+        if amounts:
+            yield (start, end), amounts
 
-def partial_stats(element: tuple[int, Chunk]) -> tuple[int, list]:
-    """(window start, chunk) -> (window start, the TransactionStatsFn accumulator of it)."""
-    start, chunk = element
-    amounts = chunk.amounts
-    with localcontext(money.CONTEXT):  # sum() then adds in the 38-digit context
-        total = sum(amounts, money.ZERO)
-    return start, [len(amounts), total, min(amounts), max(amounts)]
+
+# --- Aggregate ------------------------------------------------------------------------------
 
 
-class MergeStatsFn(TransactionStatsFn):
-    """Per-window partial accumulators -> the window's stats."""
+def partial_stats(element: tuple[tuple, list[Decimal]]) -> tuple[tuple, list]:
+    """(window key, amounts) -> (window key, TransactionStatsFn accumulator of them)."""
+    key, amounts = element
+    return key, TransactionStatsFn.accumulate(amounts)
 
-    def add_input(self, acc, partial):
-        return self.merge_accumulators([acc, partial])
+
+class MergeSessionsFn(beam.CombineFn):
+    """Session parts of every chunk -> the sessions they make together, each with its
+    accumulator; overlapping parts are merged by the Sessions WindowFn itself."""
+
+    def __init__(self, spec: WindowSpec):
+        self._spec = spec
+        self._stats = TransactionStatsFn()
+
+    def create_accumulator(self) -> list:
+        return []
+
+    def add_input(self, sessions: list, part) -> list:
+        sessions.append(part)
+        return sessions
+
+    def merge_accumulators(self, accumulators) -> list:
+        parts = [p for acc in accumulators for p in acc]
+        return self._merge(parts)
+
+    def compact(self, sessions: list) -> list:
+        return self._merge(sessions)
+
+    def extract_output(self, sessions: list) -> list:
+        return self._merge(sessions)
+
+    def _merge(self, parts: list) -> list:
+        windows: dict[IntervalWindow, list] = {}
+        for (start, end), acc in parts:
+            key = IntervalWindow(Timestamp(micros=start), Timestamp(micros=end))
+            windows[key] = (self._stats.merge_accumulators([windows[key], acc])
+                            if key in windows else acc)
+        merges: list[tuple[list, IntervalWindow]] = []
+
+        class Context(window.WindowFn.MergeContext):
+            def merge(self, to_be_merged, merge_result):
+                merges.append((list(to_be_merged), merge_result))
+
+        self._spec.window_fn().merge(Context(list(windows)))
+        for to_be_merged, result in merges:
+            acc = self._stats.merge_accumulators([windows.pop(w) for w in to_be_merged])
+            windows[result] = acc
+        return [((w.start.micros, w.end.micros), acc) for w, acc in windows.items()]
 
 
 class WindowRowFn(beam.DoFn):
-    """(window start, stats) -> the window's row, stamped inside its window."""
+    """((start, end[, dimension value]), stats) -> the window's row, in its window."""
 
-    def __init__(self, size_seconds: int):
-        self._size = size_seconds * 1_000_000
+    def __init__(self, breakdown: str | None):
+        self._breakdown = breakdown
         self._panes = Metrics.counter(metrics.NAMESPACE, metrics.PANES)
 
-    def process(self, element: tuple[int, dict]) -> Iterator[TimestampedValue]:
-        start, stats = element
-        end = start + self._size
+    def process(self, element: tuple[tuple, dict]) -> Iterator[WindowedValue]:
+        key, stats = element
+        start, end = key[0], key[1]
+        extra = {"dimension_value": key[2]} if self._breakdown else None
         self._panes.inc()
-        row = window_row(from_micros(start), from_micros(end), stats, "ON_TIME", 0)
-        yield TimestampedValue(row, Timestamp(micros=end - 1))
+        row = window_row(from_micros(start), from_micros(end), stats, "ON_TIME", 0, extra)
+        if self._breakdown:
+            row["dimension"] = self._breakdown
+        win = IntervalWindow(Timestamp(micros=start), Timestamp(micros=end))
+        yield WindowedValue(row, win.max_timestamp(), (win,))
 
 
-class StampFn(beam.DoFn):
-    """A chunk -> its transactions, one element each, stamped with their event time."""
-
-    def process(self, element: tuple[int, Chunk]) -> Iterator[TimestampedValue]:
-        for tx, micros in element[1].transactions():
-            yield TimestampedValue(tx, Timestamp(micros=micros))
+# --- the route ------------------------------------------------------------------------------
 
 
-class ChunkedStats:
-    """Applies the chunked plan under the stage names of the element-wise one."""
+class BatchedStats:
+    """Applies the batched route under the stage names of the element-wise one."""
 
-    def __init__(self, spec: WindowSpec):
-        self.spec = spec
+    def __init__(self, spec: WindowSpec, buckets: int = DEFAULT_BUCKETS,
+                 breakdown: str | None = None, breakdown_label: str = "AggregateByDimension"):
+        reason = declines(spec, breakdown)
+        if reason:
+            raise ValueError(f"the batched route does not take this window spec: {reason}")
+        self.spec, self.buckets, self.breakdown = spec, buckets, breakdown
+        self.breakdown_label = breakdown_label
 
     def expand(self, messages):
-        size = self.spec.size_seconds
-        parsed = messages | "Parse" >> beam.ParDo(ParseChunkFn()).with_output_types(
-            KV[int, Chunk]).with_outputs(DEAD_LETTERS, main="valid")  # pickled per chunk
+        parse = ParseBatchFn(self.buckets, self.breakdown)
+        # KV[int, Chunk]: chunks cross the shuffle with ChunkCoder, one pickle per chunk
+        parsed = messages | "Parse" >> beam.ParDo(parse).with_output_types(
+            KV[int, Chunk]).with_outputs(DEAD_LETTERS, main="valid")
         unique = parsed.valid | "Dedupe" >> _Dedupe()
-        self.windowed = unique | "Window" >> beam.ParDo(CutWindowsFn(size)).with_output_types(
-            KV[int, Chunk])
-        rows = self.windowed | "Aggregate" >> _Aggregate(size)
-        return rows, parsed[DEAD_LETTERS]
-
-    def transactions(self, label: str):
-        """The windowed transactions, one element each (built only when asked for)."""
-        return self.windowed | label >> _Transactions(self.spec)
-
-
-class _Transactions(beam.PTransform):
-    def __init__(self, spec: WindowSpec):
-        super().__init__()
-        self.spec = spec
-
-    def expand(self, windowed):
-        spec = self.spec
-        return (windowed
-                | "Stamp" >> beam.ParDo(StampFn())
-                | "AssignWindows" >> WindowTransactions(spec))
+        rows = (unique
+                | "Window" >> beam.ParDo(CutWindowsFn(self.spec, None))
+                | "Aggregate" >> _Aggregate(self.spec, None))
+        by_dim = None
+        if self.breakdown:
+            by_dim = (unique
+                      | f"{self.breakdown_label}Window" >> beam.ParDo(
+                          CutWindowsFn(self.spec, self.breakdown))
+                      | self.breakdown_label >> _Aggregate(self.spec, self.breakdown))
+        return rows, parsed[DEAD_LETTERS], by_dim
 
 
 class _Dedupe(beam.PTransform):
@@ -290,13 +418,22 @@ class _Dedupe(beam.PTransform):
 
 
 class _Aggregate(beam.PTransform):
-    def __init__(self, size_seconds: int):
+    def __init__(self, spec: WindowSpec, breakdown: str | None):
         super().__init__()
-        self.size_seconds = size_seconds
+        self.spec, self.breakdown = spec, breakdown
 
-    def expand(self, windowed):
-        return (windowed
-                | "PartialStats" >> beam.Map(partial_stats)
-                | "Combine" >> beam.CombinePerKey(MergeStatsFn())
-                | "FormatRows" >> beam.ParDo(WindowRowFn(self.size_seconds))
-                | "IntoWindows" >> beam.WindowInto(window.FixedWindows(self.size_seconds)))
+    def expand(self, parts):
+        accumulators = parts | "PartialStats" >> beam.Map(partial_stats)
+        if self.spec.window_fn().is_merging():
+            stats = (accumulators
+                     | "MergeSessions" >> beam.CombineGlobally(MergeSessionsFn(self.spec))
+                     | "EachSession" >> beam.FlatMap(_extracted))
+        else:
+            stats = accumulators | "Combine" >> beam.CombinePerKey(MergeAccumulatorsFn())
+        return stats | "FormatRows" >> beam.ParDo(WindowRowFn(self.breakdown))
+
+
+def _extracted(sessions: list) -> Iterator[tuple[tuple, dict]]:
+    stats = TransactionStatsFn()
+    for key, acc in sessions:
+        yield key, stats.extract_output(acc)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from txpipe.errors import OneLineParser, UsageError
 
 if TYPE_CHECKING:
-    from txpipe.config import Settings
+    from txpipe.config import Route, Settings
     from txpipe.sinks import Sink
     from txpipe.sources import Source
 
@@ -77,6 +77,8 @@ class RunPlan:
     streaming: bool
     breakdown: str | None
     dead_letter_topic: str | None
+    route: Route = None  # type: ignore[assignment]  # set by plan()
+    route_reason: str = ""
 
 
 def _writable_prefix(prefix: str, what: str) -> None:
@@ -207,8 +209,14 @@ def plan(argv: list[str]) -> RunPlan:
                              "BIGQUERY_TABLE_ID (or --bigquery-dataset / --bigquery-table), "
                              "not --output")
         sink = BigQuerySink.from_settings(settings)
+    from txpipe.pipeline import choose_route
+
+    try:
+        route, why = choose_route(settings, source, args.breakdown)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return RunPlan(settings, source, sink, beam_args, streaming, args.breakdown,
-                   args.dead_letter_topic)
+                   args.dead_letter_topic, route, why)
 
 
 def pipeline_options(run: RunPlan):
@@ -253,7 +261,8 @@ def execute(run: RunPlan):
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
                    dead_letter_topic=run.dead_letter_topic,
-                   dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds) if adapter else None)
+                   dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds) if adapter else None,
+                   route=run.route)
     if run.streaming and is_dataflow(runner):
         return pipeline.run()  # runs until drained; waiting here would cancel it on Ctrl-C
     with runners.installed(adapter):
@@ -302,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     from txpipe.windowing import WindowSpec
 
     logs.configure(run.settings.log_level.value)
-    log.info("starting: %s from %s into %s", WindowSpec.from_settings(run.settings).describe(),
-             type(run.source).__name__, type(run.sink).__name__)
+    log.info("starting: %s from %s into %s; %s route (%s)",
+             WindowSpec.from_settings(run.settings).describe(), type(run.source).__name__,
+             type(run.sink).__name__, run.route.value, run.route_reason)
     if run.settings.anomalies:
         from txpipe.anomaly import AnomalySpec
 
@@ -320,5 +330,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from txpipe.dataflow import submission_line
 
-    print(submission_line(result) or summary(read_counters(result)))
+    print(submission_line(result) or f"{summary(read_counters(result))} route={run.route.value}")
     return 0

@@ -34,6 +34,14 @@ class Detector(str, Enum):
     ZSCORE = "zscore"
 
 
+class Route(str, Enum):
+    """How TransactionStats computes: element by element (streaming's plan, every runner and
+    spec), or in batches (bounded input only; see txpipe.batch)."""
+
+    ELEMENTWISE = "element-wise"
+    BATCHED = "batched"
+
+
 class LogLevel(str, Enum):
     DEBUG = "DEBUG"
     INFO = "INFO"
@@ -100,6 +108,11 @@ class Settings(BaseSettings):
     dedupe_horizon_seconds: int = Field(
         600, gt=0, description="how long a transaction id is remembered to drop redeliveries",
         json_schema_extra={"flag": "dedupe-horizon"})
+
+    route: Route | None = Field(
+        None, description="element-wise or batched; default: batched for a bounded input "
+        "(replay) when the window spec allows it, element-wise otherwise (always for streaming)",
+        json_schema_extra={"flag": "route"})
 
     # Anomaly detection on the window statistics (txpipe.anomaly); off keeps the graph as is.
     anomalies: bool = Field(False, description="score each window's count and amount (and "

@@ -3,6 +3,14 @@
 This module is the only definition of what a valid message is. The pipeline validates with
 :func:`parse_message`; the simulator builds messages with :func:`encode_message`. It imports
 no Beam, so publishers stay light.
+
+The contract is a declared schema, :class:`Message`, decoded by msgspec in C in one call — any
+spacing, field order, number spelling, fraction of a second, UTC offset, unknown fields. The
+rules a schema library does not express (amount a JSON number and never a string, finite,
+> 0, at most 15 significant digits and 9 decimals; a non-empty id; RFC 3339 with an offset,
+read by ciso8601, also in C) are checked right after, on every message alike. Only a message
+the schema rejects takes a second look, :func:`_diagnose`, whose one job is to say *why* in the
+contract's words (reason and message): it never accepts what the schema refused.
 """
 
 from __future__ import annotations
@@ -11,10 +19,12 @@ import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import NamedTuple
 
+import ciso8601
+import msgspec
 import orjson
 
 REQUIRED_FIELDS = ("transaction_id", "amount", "timestamp")
@@ -35,17 +45,7 @@ MAX_AMOUNT_SCALE = 9
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# RFC 3339 date-time: a UTC offset is mandatory (hours 00-23, minutes 00-59: Python would
-# read +05:60 as +06:00); fractions of a second may have 1 to 9 digits.
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)",
-    re.ASCII,
-)
-# A run of 16+ digits (dots allowed between them) may be a number with more than 15
-# significant digits, which orjson would round to a float (99999999999999999999999 -> 1e23)
-# before the digit check could see it; such payloads are parsed exactly instead.
-_LONG_NUMBER = re.compile(r"\d[\d.]{15,}")
-_LONG_NUMBER_BYTES = re.compile(_LONG_NUMBER.pattern.encode())
+_US = timedelta(microseconds=1)
 
 
 class Reason(str, Enum):
@@ -87,27 +87,20 @@ class ContractError(ValueError):
 
 
 def parse_timestamp(value: object) -> datetime:
-    """RFC 3339 text with an explicit offset, converted to UTC."""
+    """RFC 3339 text with an explicit offset, converted to UTC; digits beyond the microsecond
+    are cut, never rounded up into the next window."""
     if not isinstance(value, str):
         raise ContractError(Reason.INVALID_TYPE, f"timestamp must be a string, got {_kind(value)}")
-    match = _RFC3339.fullmatch(value)
-    if not match:
+    try:
+        moment = ciso8601.parse_rfc3339(value)
+        # OverflowError: a valid local time whose UTC is outside years 1-9999.
+        return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ContractError(
             Reason.INVALID_TIMESTAMP,
             f"timestamp {value[:64]!r} is not RFC 3339 with a UTC offset "
             "(e.g. 2026-11-27T10:00:00.250Z)",
-        )
-    # Rewritten to the one form every supported Python reads (3.10's fromisoformat knows no
-    # "Z" and only 3- or 6-digit fractions): fraction cut to microseconds, never rounded up
-    # into the next window.
-    fraction, offset = match.group(1), match.group(2)
-    text = (f"{value[:10]}T{value[11:19]}{fraction[:7].ljust(7, '0') if fraction else ''}"
-            f"{'+00:00' if offset in ('Z', 'z') else offset}")
-    try:
-        # OverflowError: a valid local time whose UTC is outside years 1-9999.
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
-        raise ContractError(Reason.INVALID_TIMESTAMP, f"timestamp {value!r}: {exc}") from None
+        ) from None
 
 
 def parse_amount(value: object) -> Decimal:
@@ -119,16 +112,28 @@ def parse_amount(value: object) -> Decimal:
             raise ContractError(Reason.INVALID_AMOUNT, f"amount must be finite, got {value}")
         # repr() is the shortest text that round-trips: for a literal of <= 15 significant
         # digits it is that literal, so no binary-float error enters the sums.
-        amount = Decimal(repr(value))
-    else:
-        amount = Decimal(value)
-        if amount.is_finite() and math.isinf(float(amount)):  # 1e400, read exactly: a
-            amount = Decimal("Infinity")  # JSON number beyond a double is not finite
-    if not amount.is_finite():
-        raise ContractError(Reason.INVALID_AMOUNT, f"amount must be finite, got {value}")
+        return check_amount(Decimal(repr(value)))
+    return check_amount(value if type(value) is Decimal else Decimal(value), value)
+
+
+def check_amount(amount: Decimal, written: object = None) -> Decimal:
+    """The contract's rules for an amount already read exactly as a Decimal."""
+    # 1e400, read exactly, is a finite Decimal but no double holds it: not finite for JSON.
+    if not amount.is_finite() or (amount.adjusted() >= 308 and math.isinf(float(amount))):
+        shown = amount if written is None else written
+        raise ContractError(Reason.INVALID_AMOUNT, f"amount must be finite, got {shown}")
     if amount <= 0:
         raise ContractError(Reason.INVALID_AMOUNT, f"amount must be > 0, got {amount}")
-    sign, digits, exponent = amount.normalize().as_tuple()
+    # Decimal's own text gives the exponent as written without building a digit tuple (the
+    # plain form has no "E"); digits and places are counted after dropping trailing zeros,
+    # which only the exact reckoning below does — so it decides whenever these might count.
+    text = str(amount)
+    if "E" not in text:
+        point = text.find(".")
+        places = 0 if point < 0 else len(text) - point - 1
+        if places <= MAX_AMOUNT_SCALE and amount.adjusted() + places < MAX_AMOUNT_DIGITS:
+            return amount
+    _, digits, exponent = amount.normalize().as_tuple()
     if len(digits) > MAX_AMOUNT_DIGITS:
         raise ContractError(
             Reason.INVALID_AMOUNT,
@@ -150,42 +155,91 @@ def _kind(value: object) -> str:
     )
 
 
-def _loads(raw: bytes | str) -> object:
-    long_number = (_LONG_NUMBER_BYTES if isinstance(raw, bytes) else _LONG_NUMBER).search(raw)
-    if long_number is None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    # orjson is strict; the standard library also reads NaN / Infinity, and with Decimal keeps
-    # every digit of a long number, which lets those messages fail as invalid_amount, a
-    # clearer reason for users. It also accepts lone surrogates (\ud800), which no sink can
-    # encode: those are rejected here.
-    try:
-        obj = json.loads(raw, parse_int=Decimal, parse_float=Decimal, parse_constant=float)
-        json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8")
-    except (ValueError, RecursionError) as exc:
-        raise ContractError(Reason.MALFORMED_JSON, f"not valid JSON: {exc}") from None
-    return obj
+class Message(msgspec.Struct):
+    """The message as a schema: what msgspec checks while it decodes (JSON syntax, UTF-8, field
+    presence and types). ``amount`` stays raw JSON so its digits are read exactly and a quoted
+    amount is refused; unknown fields are ignored."""
+
+    transaction_id: str
+    amount: msgspec.Raw
+    timestamp: str
+    user_id: str | None = None
+    merchant_id: str | None = None
+    category: str | None = None
+    country: str | None = None
+    payment_method: str | None = None
+    currency: str | None = None
 
 
-def decode_payload(raw: bytes | str) -> str:
-    """The raw payload as text for a dead letter: undecodable bytes shown escaped, truncated."""
-    if isinstance(raw, bytes):
-        text = raw[: MAX_PAYLOAD_CHARS * 4].decode("utf-8", errors="backslashreplace")
-    else:
-        text = raw
-    return text[:MAX_PAYLOAD_CHARS]
+_DECODER = msgspec.json.Decoder(Message)
+#: What the first byte of a raw amount says when it is not a number.
+_NOT_A_NUMBER = {ord("n"): None, ord('"'): "string", ord("t"): "boolean", ord("f"): "boolean",
+                 ord("["): "array", ord("{"): "object"}
 
 
 def parse_message(raw: bytes | str) -> Transaction:
     """Validate one message; raise :class:`ContractError` saying why it breaks the contract."""
-    if isinstance(raw, bytes):
+    # msgspec checks the UTF-8 of the fields it reads, not of those it skips; ASCII (most
+    # messages) is UTF-8 by definition and needs no second look.
+    if type(raw) is bytes and not raw.isascii():
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ContractError(Reason.MALFORMED_JSON, f"payload is not UTF-8: {exc}") from None
-    obj = _loads(raw)
+    try:
+        message = _DECODER.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError is a DecodeError
+        raise _diagnose(raw, exc) from None
+    raw_amount = bytes(message.amount)
+    kind = _NOT_A_NUMBER.get(raw_amount[0], "")
+    if kind is None:
+        raise ContractError(Reason.MISSING_FIELD, "required field 'amount' is missing")
+    tx_id = message.transaction_id
+    if not tx_id.strip():
+        raise ContractError(Reason.INVALID_TYPE,
+                            "transaction_id must be a non-empty string, got string")
+    if len(tx_id) > MAX_TRANSACTION_ID_CHARS:
+        raise ContractError(
+            Reason.INVALID_TYPE,
+            f"transaction_id is longer than {MAX_TRANSACTION_ID_CHARS} characters",
+        )
+    if kind:
+        raise ContractError(Reason.INVALID_TYPE, f"amount must be a JSON number, got {kind}")
+    try:
+        number = Decimal(raw_amount.decode())
+    except InvalidOperation:  # not reachable for valid JSON numbers; kept as a guard
+        raise ContractError(Reason.INVALID_AMOUNT, "amount is not a number") from None
+    return Transaction(tx_id, check_amount(number), parse_timestamp(message.timestamp),
+                       message.user_id, message.merchant_id, message.category, message.country,
+                       message.payment_method, message.currency)
+
+
+def _diagnose(raw: bytes | str, error: Exception) -> ContractError:
+    """Why the schema refused ``raw``, in the contract's reasons and words.
+
+    The message is read again with the standard library (which keeps every digit and also
+    reads NaN, so the reason can be precise) and checked field by field in the contract's
+    order. Whatever it finds, the verdict stays the schema's: a message this second look
+    would accept (NaN in an unknown field, say) is malformed JSON for the schema.
+    """
+    if isinstance(raw, bytes):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return ContractError(Reason.MALFORMED_JSON, f"payload is not UTF-8: {exc}")
+    try:
+        obj = json.loads(raw, parse_int=Decimal, parse_float=Decimal, parse_constant=float)
+    except (ValueError, RecursionError) as exc:
+        return ContractError(Reason.MALFORMED_JSON, f"not valid JSON: {exc}")
+    try:
+        _check_fields(obj)
+    except ContractError as exc:
+        return exc
+    return ContractError(Reason.MALFORMED_JSON, f"not valid JSON: {error}")
+
+
+def _check_fields(obj: object) -> None:
+    """The contract, field by field, on a decoded object (for :func:`_diagnose`)."""
     if not isinstance(obj, dict):
         raise ContractError(Reason.NOT_AN_OBJECT, f"message must be a JSON object, got {_kind(obj)}")
     for name in REQUIRED_FIELDS:
@@ -202,87 +256,28 @@ def parse_message(raw: bytes | str) -> Transaction:
             Reason.INVALID_TYPE,
             f"transaction_id is longer than {MAX_TRANSACTION_ID_CHARS} characters",
         )
-    amount = parse_amount(obj["amount"])
-    event_time = parse_timestamp(obj["timestamp"])
-    optional = []
+    parse_amount(obj["amount"])
+    parse_timestamp(obj["timestamp"])
     for name in OPTIONAL_FIELDS:
         value = obj.get(name)
         if value is not None and not isinstance(value, str):
             raise ContractError(
                 Reason.INVALID_TYPE, f"{name} must be a string or null, got {_kind(value)}"
             )
-        optional.append(value)
-    return Transaction(tx_id, amount, event_time, *optional)
-
-
-#: Bytes that may belong to a number; 16 of them in a row send a message to the exact path.
-_NUMBER_BYTES = bytes(1 if chr(i) in "0123456789." else 0 for i in range(256))
-_LONG_RUN = b"\x01" * 16
-#: "YYYY-MM-DDTHH:MM:SS" -> epoch micros, for prefixes already validated by parse_timestamp.
-_SECONDS: dict[str, int] = {}
-_SECONDS_MAX = 1 << 16
-
-#: What :func:`parse_fields` returns: transaction id, amount, event time as epoch
-#: microseconds, and the optional fields in OPTIONAL_FIELDS order.
-Fields = tuple[str, Decimal, int, tuple]
-
-
-def parse_fields(raw: bytes | str) -> Fields:
-    """:func:`parse_message`'s verdict as plain fields, at a fraction of its cost.
-
-    A replay parses every line, so the common message (bytes, a float amount, a UTC
-    millisecond timestamp, string fields) takes a fast path; anything else goes through
-    :func:`parse_message` itself, so both always agree and errors keep their reasons.
-    """
-    fields = _fast_fields(raw) if type(raw) is bytes else None
-    if fields is not None:
-        return fields
-    tx = parse_message(raw)
-    return tx[0], tx[1], to_micros(tx[2]), tuple(tx[3:])
-
-
-def _fast_fields(raw: bytes) -> Fields | None:
-    """The fields of a common valid message, or None to let the exact path decide."""
-    if _LONG_RUN in raw.translate(_NUMBER_BYTES):
-        return None  # a long number orjson would round: the exact path reads it
+    # Text that JSON can carry but no sink can store: a lone surrogate (\ud800).
     try:
-        obj = orjson.loads(raw)  # also rejects bytes that are not UTF-8
-    except orjson.JSONDecodeError:
-        return None
-    if type(obj) is not dict:
-        return None
-    get = obj.get
-    tx_id, value, ts = get("transaction_id"), get("amount"), get("timestamp")
-    if (type(tx_id) is not str or type(value) is not float or type(ts) is not str
-            or len(tx_id) > MAX_TRANSACTION_ID_CHARS or not tx_id.strip() or not value > 0):
-        return None
-    text = repr(value)  # what parse_amount reads: the shortest text that round-trips
-    if "e" in text or "n" in text:
-        return None  # exponent notation or infinity
-    whole, _, fraction = text.partition(".")
-    fraction = fraction.rstrip("0")
-    if (len(fraction) > MAX_AMOUNT_SCALE
-            or len((whole + fraction).strip("0")) > MAX_AMOUNT_DIGITS):
-        return None
-    if len(ts) != 24 or ts[19] != "." or ts[23] != "Z":
-        return None
-    millis = ts[20:23]
-    if not (millis.isascii() and millis.isdigit()):
-        return None
-    base = _SECONDS.get(ts[:19])
-    if base is None:
-        try:
-            base = to_micros(parse_timestamp(ts)) - int(millis) * 1000
-        except ContractError:
-            return None
-        if len(_SECONDS) >= _SECONDS_MAX:
-            _SECONDS.clear()
-        _SECONDS[ts[:19]] = base
-    optional = tuple(map(get, OPTIONAL_FIELDS))
-    for v in optional:
-        if v is not None and type(v) is not str:
-            return None
-    return tx_id, Decimal(text), base + int(millis) * 1000, optional
+        json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ContractError(Reason.MALFORMED_JSON, f"not valid JSON: {exc}") from None
+
+
+def decode_payload(raw: bytes | str) -> str:
+    """The raw payload as text for a dead letter: undecodable bytes shown escaped, truncated."""
+    if isinstance(raw, bytes):
+        text = raw[: MAX_PAYLOAD_CHARS * 4].decode("utf-8", errors="backslashreplace")
+    else:
+        text = raw
+    return text[:MAX_PAYLOAD_CHARS]
 
 
 def validate(raw: bytes | str) -> Transaction | Invalid:

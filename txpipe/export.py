@@ -145,7 +145,7 @@ def export_job(argv: list[str]) -> ExportedJob:
     # DataflowRunner's own validation would insist on gs:// locations.)
     pipeline = beam.Pipeline(runner=DirectRunner(), options=options)
     build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
-                   dead_letter_topic=run.dead_letter_topic)
+                   dead_letter_topic=run.dead_letter_topic, route=run.route)
     with _stderr_to(out / LOG_FILE):
         try:
             DataflowRunner().run_pipeline(pipeline, options)

@@ -54,4 +54,6 @@ def read_counters(result) -> dict[str, int]:
         if value is None:
             value = counter.attempted
         totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
+    if UNIQUE in totals:  # every Dedupe counts what it keeps; what it drops is the rest
+        totals[DUPLICATES_DROPPED] = max(0, totals.get(VALID, 0) - totals[UNIQUE])
     return totals

@@ -27,7 +27,7 @@ def dead_letter(reason: Reason, message: str, raw: bytes | str) -> dict:
     }
 
 
-def _stamped(row: dict) -> TimestampedValue:
+def stamped(row: dict) -> TimestampedValue:
     """A dead letter has no event time; its time is when it was seen. (A replayed line has the
     minimum timestamp, which a streaming sink's time-based windows cannot represent.)"""
     return TimestampedValue(row, Timestamp(micros=to_micros(row["seen_at"])))
@@ -51,11 +51,11 @@ class ParseFn(beam.DoFn):
         except ContractError as exc:
             self._counts[exc.reason] += 1
             yield beam.pvalue.TaggedOutput(
-                DEAD_LETTERS, _stamped(dead_letter(exc.reason, str(exc), raw)))
+                DEAD_LETTERS, stamped(dead_letter(exc.reason, str(exc), raw)))
             return
         except Exception as exc:  # a bug here must not lose the message either
             self._counts[Reason.MALFORMED_JSON] += 1
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, _stamped(
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, stamped(
                 dead_letter(Reason.MALFORMED_JSON, f"unparseable: {type(exc).__name__}: {exc}", raw)))
             return
         self._counts[VALID] += 1

@@ -4,19 +4,24 @@ here. Transform names are stable — Dataflow's ``--update`` maps running state 
     Read -> TransactionStats[Parse -> Dedupe -> Window -> Aggregate (-> AggregateBy<dim>)]
          -> WriteWindows, WriteDeadLetters (, WriteDimensionStats, PublishDeadLetters)
          (-> DetectAnomalies -> WriteAnomalies (, PublishAnomalies))   with settings.anomalies
+
+TransactionStats has two routes with those stage names: element-wise (streaming's, and
+anything's) and batched (bounded input, txpipe.batch). :func:`choose_route` picks one for a
+run and says why; the CLI prints it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 
 from txpipe import batch
 from txpipe.aggregate import AggregateByDimension, AggregateWindows
-from txpipe.config import Settings
+from txpipe.config import Route, Settings
 from txpipe.dedupe import DropDuplicates
+from txpipe.dedupe import for_source as dedupe_for_source
 from txpipe.parse import DEAD_LETTERS, VALID, ParseTransactions
 from txpipe.sinks import Sink
 from txpipe.sources import Source
@@ -25,26 +30,25 @@ from txpipe.windowing import WindowSpec, WindowTransactions
 
 @dataclass
 class StatsResult:
-    """The PCollections a TransactionStats application produces."""
+    """The PCollections a TransactionStats application produces, and the route it took."""
 
     windows: Any
     dead_letters: Any
-    _transactions: Any = field(repr=False)  # a PCollection, or a function that applies it
+    route: Route
     by_dimension: Any = None
-
-    @property
-    def transactions(self):
-        """The windowed transactions (the chunked plan builds them only when asked for)."""
-        if callable(self._transactions):
-            self._transactions = self._transactions()
-        return self._transactions
 
 
 class TransactionStats(beam.PTransform):
-    """Raw messages -> window rows, dead letters (and optional per-dimension rows)."""
+    """Raw messages -> window rows, dead letters (and optional per-dimension rows).
+
+    ``route`` says how: ELEMENTWISE (the default) is the streaming plan and takes anything;
+    BATCHED takes bounded input only (txpipe.batch) — chosen by the caller, never swapped in
+    here. Both give the same rows, dead letters and counters.
+    """
 
     def __init__(self, spec: WindowSpec, dedupe_horizon_seconds: int = 600,
-                 breakdown: str | None = None, dedupe: beam.PTransform | None = None):
+                 breakdown: str | None = None, dedupe: beam.PTransform | None = None,
+                 route: Route = Route.ELEMENTWISE, buckets: int = batch.DEFAULT_BUCKETS):
         super().__init__()
         self.spec = spec
         self.dedupe_horizon_seconds = dedupe_horizon_seconds
@@ -52,20 +56,33 @@ class TransactionStats(beam.PTransform):
         # A runner-specific replacement for DropDuplicates (same results and counters), e.g.
         # the lab's dedupe for the DirectRunner (txpipe.runners.LocalRunner.dedupe).
         self.dedupe = dedupe
+        self.route = Route(route)
+        self.buckets = buckets
         if breakdown:  # fail at construction, not deep inside a running job
             AggregateByDimension(breakdown)
+        if self.route is Route.BATCHED:
+            reason = batch.declines(spec, breakdown)
+            if reason:
+                raise ValueError(f"--route batched: {reason}")
 
     @classmethod
     def from_settings(cls, settings: Settings, breakdown: str | None = None,
-                      dedupe: beam.PTransform | None = None) -> TransactionStats:
+                      dedupe: beam.PTransform | None = None, route: Route = Route.ELEMENTWISE,
+                      buckets: int = batch.DEFAULT_BUCKETS) -> TransactionStats:
         return cls(WindowSpec.from_settings(settings), settings.dedupe_horizon_seconds, breakdown,
-                   dedupe)
+                   dedupe, route, buckets)
+
+    def _dimension_label(self) -> str:
+        return f"AggregateBy{self.breakdown.title().replace('_', '')}" if self.breakdown else ""
 
     def expand(self, messages) -> StatsResult:
-        if batch.applies(messages, self.spec, self.breakdown):
-            plan = batch.ChunkedStats(self.spec)
-            rows, dead = plan.expand(messages)
-            return StatsResult(rows, dead, lambda: plan.transactions(f"{self.label}Transactions"))
+        if self.route is Route.BATCHED:
+            if not messages.is_bounded:
+                raise ValueError("the batched route needs bounded input; streams go element-wise")
+            plan = batch.BatchedStats(self.spec, self.buckets, self.breakdown,
+                                      self._dimension_label())
+            rows, dead, by_dim = plan.expand(messages)
+            return StatsResult(rows, dead, self.route, by_dim)
         parsed = messages | "Parse" >> ParseTransactions()
         windowed = (
             parsed[VALID]
@@ -75,19 +92,48 @@ class TransactionStats(beam.PTransform):
         rows = windowed | "Aggregate" >> AggregateWindows()
         by_dim = None
         if self.breakdown:
-            by_dim = windowed | f"AggregateBy{self.breakdown.title().replace('_', '')}" >> (
-                AggregateByDimension(self.breakdown))
-        return StatsResult(rows, parsed[DEAD_LETTERS], windowed, by_dim)
+            by_dim = windowed | self._dimension_label() >> AggregateByDimension(self.breakdown)
+        return StatsResult(rows, parsed[DEAD_LETTERS], self.route, by_dim)
+
+
+def choose_route(settings: Settings, source: Source, breakdown: str | None = None
+                 ) -> tuple[Route, str]:
+    """The route a run takes, and why, in words for its log line. Asked-for routes are
+    checked, not second-guessed: a batched route for a stream is an error."""
+    spec = WindowSpec.from_settings(settings)
+    declined = batch.declines(spec, breakdown)
+    if settings.route is Route.BATCHED:
+        if source.streaming:
+            raise ValueError("--route batched needs bounded input (a replay); streams are "
+                             "element-wise")
+        if declined:
+            raise ValueError(f"--route batched: {declined}")
+        return Route.BATCHED, "asked for"
+    if settings.route is Route.ELEMENTWISE:
+        return Route.ELEMENTWISE, "asked for"
+    if source.streaming:
+        return Route.ELEMENTWISE, "streaming input"
+    if declined:
+        return Route.ELEMENTWISE, declined
+    return Route.BATCHED, "bounded input"
 
 
 def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, sink: Sink,
                    breakdown: str | None = None,
                    dead_letter_topic: str | None = None,
-                   dedupe: beam.PTransform | None = None) -> StatsResult:
-    """Read from ``source``, compute the stats, write them to ``sink``; returns the PCollections."""
+                   dedupe: beam.PTransform | None = None,
+                   route: Route | None = None) -> StatsResult:
+    """Read from ``source``, compute the stats, write them to ``sink``; returns the PCollections.
+    ``route`` None: :func:`choose_route` picks it."""
+    if route is None:
+        route, _ = choose_route(settings, source, breakdown)
+    if dedupe is None and route is Route.ELEMENTWISE:
+        dedupe = dedupe_for_source(source, settings.dedupe_horizon_seconds)
+    estimate = getattr(source, "estimated_bytes", None)
+    buckets = batch.buckets_for(estimate() if estimate else None)
     messages = pipeline | "Read" >> source.transform()
     result = messages | "TransactionStats" >> TransactionStats.from_settings(
-        settings, breakdown, dedupe)
+        settings, breakdown, dedupe, route, buckets)
     result.windows | "WriteWindows" >> sink.windows()
     result.dead_letters | "WriteDeadLetters" >> sink.dead_letters()
     if result.by_dimension is not None:
