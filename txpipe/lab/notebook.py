@@ -85,21 +85,59 @@ def messages_frame(messages: Iterable[Any], start: datetime) -> pd.DataFrame:
     return frame
 
 
-def lateness(frame: pd.DataFrame, window_seconds: int, allowed_lateness_seconds: int) -> pd.Series:
-    """What a watermark that follows the send clock makes of each event.
+def lateness(frame: pd.DataFrame, window_seconds: int, allowed_lateness_seconds: int,
+             watermark: pd.Series | None = None) -> pd.Series:
+    """What a watermark makes of each event, by the window it belongs to.
 
-    ``on_time``: sent before its window closed; ``late``: sent after the window closed but
-    within the allowed lateness (a LATE pane updates the window); ``dropped``: sent after
-    that — the runner drops it. Malformed messages (no event time) get ``None``.
+    ``watermark``: the watermark when each message arrives; by default the send clock itself
+    (the DirectRunner's wall-clock watermark). ``on_time``: the watermark had not passed its
+    window's end; ``late``: it had, but not the end plus the allowed lateness (a LATE pane
+    updates the window); ``dropped``: it had passed that too — the runner drops it.
+    Malformed messages (no event time) get ``None``.
     """
     size = pd.Timedelta(seconds=window_seconds)
     window_end = frame["event_time"].dt.floor(size) + size
     grace = pd.Timedelta(seconds=allowed_lateness_seconds)
+    wm = frame["sent_at"] if watermark is None else watermark
     verdict = pd.Series("on_time", index=frame.index, dtype=object)
-    verdict[frame["sent_at"] >= window_end] = "late"
-    verdict[frame["sent_at"] >= window_end + grace] = "dropped"
+    verdict[wm >= window_end] = "late"
+    verdict[wm >= window_end + grace] = "dropped"
     verdict[frame["event_time"].isna()] = None
     return verdict
+
+
+def data_watermark(frame: pd.DataFrame, holdback_seconds: float) -> pd.Series:
+    """A heuristic watermark that follows the data: the newest event time seen so far, minus
+    a holdback for the disorder one expects (what Dataflow estimates from the backlog)."""
+    newest = frame["event_time"].ffill().cummax()
+    return newest - pd.Timedelta(seconds=holdback_seconds)
+
+
+def perfect_watermark(frame: pd.DataFrame) -> pd.Series:
+    """The watermark an oracle would give: the oldest event time still to arrive (this message
+    included). No event is ever late under it — but it waits for the slowest straggler."""
+    events = frame["event_time"]
+    return events[::-1].cummin()[::-1].ffill()
+
+
+def window_close_delay(frame: pd.DataFrame, watermark: pd.Series, window_seconds: int) -> pd.Series:
+    """Per window: how long after its end (send clock) the watermark passed it — how long the
+    ON_TIME pane waits. Windows the stream never closes are left out."""
+    size = pd.Timedelta(seconds=window_seconds)
+    ends = (frame["event_time"].dropna().dt.floor(size) + size).drop_duplicates().sort_values()
+    wm = watermark.cummax()
+    delays = {}
+    for end in ends:
+        passed = frame["sent_at"][wm >= end]
+        if len(passed):
+            delays[end - size] = (passed.iloc[0] - end).total_seconds()
+    return pd.Series(delays, name="seconds after the window end", dtype=float)
+
+
+def position_in_window(frame: pd.DataFrame, window_seconds: int) -> pd.Series:
+    """Seconds from the start of its window to each event."""
+    size = pd.Timedelta(seconds=window_seconds)
+    return (frame["event_time"] - frame["event_time"].dt.floor(size)).dt.total_seconds()
 
 
 def summary_table(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -187,6 +225,111 @@ def decimals_as_text(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- Interactive Beam in a kernel -------------------------------------------------------------
+
+
+def static_outputs() -> None:
+    """Make Interactive Beam leave only static outputs in the notebook.
+
+    In a notebook frontend Interactive Beam draws progress spinners and tables with JavaScript
+    fetched from CDNs; saved, they show as empty tables and endless "Processing…" on GitHub or
+    in an untrusted JupyterLab. After this call it displays nothing of its own: ``ib.collect``
+    returns a DataFrame that the cell shows as plain HTML. Leave the call out in a live
+    JupyterLab to get its widgets (``ib.show``) back.
+    """
+    import logging
+
+    from apache_beam.runners.interactive import interactive_environment as ie
+    from apache_beam.runners.interactive import utils
+
+    ie.is_in_notebook = lambda: False  # read once, when the environment is first created
+    if ie._interactive_beam_env is not None:
+        ie._interactive_beam_env._is_in_notebook = False
+    utils.ProgressIndicator.__enter__ = lambda self: self
+    utils.ProgressIndicator.__exit__ = lambda self, *exc: False
+    # "limited Interactive Beam features": true, and chosen.
+    logging.getLogger(ie.__name__).setLevel(logging.ERROR)
+
+
+def plot_graph(pipeline, title: str = "", expand: Sequence[str] = ()):
+    """The pipeline's graph as a picture (a PNG that renders anywhere, unlike ``ib.show_graph``,
+    which needs Graphviz and JavaScript): its top-level transforms, left to right, each box
+    listing the steps inside it; the transforms named in ``expand`` are drawn step by step."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    proto = pipeline.to_runner_api()
+    transforms = proto.components.transforms
+    nodes: list[str] = []
+    for root in proto.root_transform_ids:
+        for tid in transforms[root].subtransforms or [root]:
+            if transforms[tid].unique_name in expand:
+                nodes.extend(transforms[tid].subtransforms)
+            else:
+                nodes.append(tid)
+    produced = {pc: n for n in nodes for pc in transforms[n].outputs.values()}
+    edges = sorted({(produced[pc], n) for n in nodes for pc in transforms[n].inputs.values()
+                    if pc in produced and produced[pc] != n})
+    depth: dict[str, int] = {}
+    for n in nodes:  # transforms come in topological order
+        depth[n] = max([depth[a] + 1 for a, b in edges if b == n and a in depth], default=0)
+    columns: dict[int, list[str]] = defaultdict(list)
+    for n in nodes:
+        columns[depth[n]].append(n)
+    width = max(len(columns), 1)
+    height = max(len(c) for c in columns.values()) if columns else 1
+    fig, ax = plt.subplots(figsize=(max(6, 2.6 * width), max(2.2, 1.5 * height)))
+    where = {}
+    for x, col in columns.items():
+        for y, n in enumerate(col):
+            where[n] = (x * 2.6, -(y - (len(col) - 1) / 2) * 1.5)
+    for a, b in edges:
+        (x0, y0), (x1, y1) = where[a], where[b]
+        ax.annotate("", (x1 - 1.05, y1), (x0 + 1.05, y0),
+                    arrowprops={"arrowstyle": "->", "color": "#555", "lw": 1.2})
+    for n, (x, y) in where.items():
+        t = transforms[n]
+        inside = [transforms[s].unique_name.rsplit("/", 1)[-1] for s in t.subtransforms]
+        label = t.unique_name.rsplit("/", 1)[-1] if expand else t.unique_name
+        if inside:
+            shown = inside if len(inside) <= 4 else inside[:3] + [f"… {len(inside) - 3} more"]
+            label += "\n" + "\n".join(f"· {i}" for i in shown)
+        ax.add_patch(FancyBboxPatch((x - 1.0, y - 0.6), 2.0, 1.2, boxstyle="round,pad=0.02",
+                                    facecolor="#e6eef7", edgecolor="#1f3b73"))
+        ax.text(x, y, label, ha="center", va="center", fontsize=7.5)
+    xs = [x for x, _ in where.values()] or [0]
+    ys = [y for _, y in where.values()] or [0]
+    ax.set_xlim(min(xs) - 1.2, max(xs) + 1.2)
+    ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+class Collected:
+    """Rows a pipeline on the (local) DirectRunner hands back to the notebook — the only
+    boilerplate a TestStream run needs, since ``ib.collect`` cannot run a TestStream.
+
+    ``pcoll | collected.keep()`` in the pipeline, then ``collected.frame()`` after the run.
+    Works because this module's functions are pickled by reference: the rows land here.
+    """
+
+    def __init__(self) -> None:
+        self.run_id = next(_RUN_IDS)
+
+    def keep(self):
+        import apache_beam as beam
+
+        return "Keep" >> beam.Map(_keep, self.run_id)
+
+    def rows(self) -> list:
+        with _RESULTS_LOCK:
+            return list(_RESULTS.get(self.run_id, []))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows())
+
 
 
 def interactive_pipeline():
@@ -640,8 +783,9 @@ class LiveStack:
 
     :meth:`connect` uses the emulator ``PUBSUB_EMULATOR_HOST`` names when it answers; else it
     starts one on a free port through :class:`txpipe.lab.local.PubSubEmulator` (stopped, by PID,
-    in :meth:`stop`); when neither is possible :attr:`available` is False and :attr:`status`
-    says why, so the notebook's cells can skip cleanly. :meth:`run` starts a streaming job with
+    in :meth:`stop`); when neither is possible, or ``TXPIPE_NOTEBOOK_EMULATOR=off`` is set,
+    :attr:`available` is False and :attr:`status` says why, so the notebook's cells can skip
+    cleanly. :meth:`run` starts a streaming job with
     the lab's local read (the watermark follows the data; the job drains instead of losing what
     it read), as ``python -m txpipe run`` and the demo do.
     """
@@ -666,6 +810,10 @@ class LiveStack:
         from txpipe.lab.local import EmulatorError, PubSubEmulator
 
         stack = cls()
+        if os.environ.get("TXPIPE_NOTEBOOK_EMULATOR", "").lower() == "off":
+            # How the notebooks are tested as a machine without Java or gcloud runs them.
+            stack.status = "no Pub/Sub emulator: TXPIPE_NOTEBOOK_EMULATOR=off"
+            return stack
         stack._previous_env = os.environ.get("PUBSUB_EMULATOR_HOST")
         host = stack._previous_env
         if host and _answers(host):
