@@ -122,9 +122,11 @@ def perfect_watermark(frame: pd.DataFrame) -> pd.Series:
 
 def window_close_delay(frame: pd.DataFrame, watermark: pd.Series, window_seconds: int) -> pd.Series:
     """Per window: how long after its end (send clock) the watermark passed it — how long the
-    ON_TIME pane waits. Windows the stream never closes are left out."""
+    ON_TIME pane waits. Windows that ended before the first message was sent, or that the
+    stream never closes, are left out."""
     size = pd.Timedelta(seconds=window_seconds)
     ends = (frame["event_time"].dropna().dt.floor(size) + size).drop_duplicates().sort_values()
+    ends = ends[ends > frame["sent_at"].min()]  # windows that ended before the stream began
     wm = watermark.cummax()
     delays = {}
     for end in ends:
@@ -288,8 +290,8 @@ def plot_graph(pipeline, title: str = "", expand: Sequence[str] = ()):
                     arrowprops={"arrowstyle": "->", "color": "#555", "lw": 1.2})
     for n, (x, y) in where.items():
         t = transforms[n]
-        inside = [transforms[s].unique_name.rsplit("/", 1)[-1] for s in t.subtransforms]
-        label = t.unique_name.rsplit("/", 1)[-1] if expand else t.unique_name
+        inside = [_short(transforms[s].unique_name) for s in t.subtransforms]
+        label = _short(t.unique_name)
         if inside:
             shown = inside if len(inside) <= 4 else inside[:3] + [f"… {len(inside) - 3} more"]
             label += "\n" + "\n".join(f"· {i}" for i in shown)
@@ -305,6 +307,14 @@ def plot_graph(pipeline, title: str = "", expand: Sequence[str] = ()):
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _short(name: str, width: int = 28) -> str:
+    """A transform's own name: no parent path, no Interactive Beam "[cell]: " prefix."""
+    import re
+
+    name = re.sub(r"^\[\d+\]: ", "", name.rsplit("/", 1)[-1])
+    return name if len(name) <= width else name[:width - 1] + "…"
 
 
 class Collected:
@@ -417,6 +427,57 @@ def plot_windows(table: pd.DataFrame, title: str = "window statistics"):
     ax_band.legend(loc="upper left", fontsize=8)
     ax_band.set_xlabel("window start (UTC)")
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_window_kinds(events: pd.DataFrame, fixed: int, sliding: tuple[int, int], gap: int,
+                      title: str = ""):
+    """One row per kind of window over the same events (event time, x): the fixed windows,
+    the sliding windows (staggered so overlaps show) and the sessions with the given gap, each
+    window a bar labelled with how many of the events it holds."""
+    import matplotlib.pyplot as plt
+
+    times = events["event_time"].dropna().sort_values()
+    t0 = times.min().floor(f"{fixed}s")
+    secs = ((times - t0).dt.total_seconds()).to_numpy()
+    size, period = sliding
+    rows: list[tuple[str, list[tuple[float, float]]]] = []
+    rows.append((f"fixed {fixed}s", sorted({(s // fixed * fixed, s // fixed * fixed + fixed)
+                                             for s in secs})))
+    slides = set()
+    for s in secs:
+        last = s // period * period
+        for start in range(int(last) - size + period, int(last) + 1, period):
+            slides.add((float(start), float(start + size)))
+    rows.append((f"sliding {size}s every {period}s", sorted(slides)))
+    sessions, lo, hi = [], secs[0], secs[0]
+    for s in secs[1:]:
+        if s - hi >= gap:
+            sessions.append((lo, hi + gap))
+            lo = s
+        hi = s
+    sessions.append((lo, hi + gap))
+    rows.append((f"sessions, gap {gap}s", sessions))
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    colors = ["#4c72b0", "#dd8452", "#55a868"]
+    for y, (name, spans) in enumerate(reversed(rows)):
+        color = colors[len(rows) - 1 - y]
+        for i, (a, b) in enumerate(spans):
+            n = int(((secs >= a) & (secs < b)).sum())
+            offset = 0.18 * (i % 2) if "sliding" in name else 0
+            ax.barh(y + offset - 0.09 * ("sliding" in name), b - a, left=a, height=0.3,
+                    color=color, alpha=0.55, edgecolor="black", lw=0.6)
+            ax.text((a + b) / 2, y + offset - 0.09 * ("sliding" in name), str(n), ha="center",
+                    va="center", fontsize=7)
+    ax.scatter(secs, [len(rows) - 0.45] * len(secs), marker="|", s=120, color="black",
+               label="transactions (event time)")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([name for name, _ in reversed(rows)])
+    ax.set_xlabel(f"event time (s after {t0:%H:%M:%S} UTC)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylim(-0.6, len(rows) - 0.2)
+    ax.set_title(title or "three kinds of window, same events", fontsize=10)
     fig.tight_layout()
     return fig
 
