@@ -328,10 +328,10 @@ class Collected:
     def __init__(self) -> None:
         self.run_id = next(_RUN_IDS)
 
-    def keep(self):
+    def keep(self, label: str = "Keep"):
         import apache_beam as beam
 
-        return "Keep" >> beam.Map(_keep, self.run_id)
+        return label >> beam.Map(_keep, self.run_id)
 
     def rows(self) -> list:
         with _RESULTS_LOCK:
