@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -1008,6 +1009,14 @@ def job_steps(pipeline_pb_path) -> pd.DataFrame:
             rows.append({"step": top.unique_name, "inside": ", ".join(
                 transforms[s].unique_name.rsplit("/", 1)[-1] for s in top.subtransforms)})
     return pd.DataFrame(rows)
+
+
+def stderr_to(path):
+    """Send fd 2 — Beam's logs and the package build's chatter, from subprocesses too — to a
+    file for the duration of a ``with`` block, as ``export-job`` does."""
+    from txpipe.export import _stderr_to
+
+    return _stderr_to(Path(path))
 
 
 def job_summary(template_path) -> pd.DataFrame:
