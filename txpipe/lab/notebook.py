@@ -483,6 +483,41 @@ def plot_window_kinds(events: pd.DataFrame, fixed: int, sliding: tuple[int, int]
     return fig
 
 
+def plot_panes(panes: pd.DataFrame, title: str = "panes as they were written"):
+    """Panes of a live job over wall-clock time: one row per window (y), each pane a marker at
+    the time it was processed (x), coloured by its timing and labelled with its count — how a
+    window's result evolves EARLY → ON_TIME → LATE."""
+    import matplotlib.pyplot as plt
+
+    df = panes.copy()
+    df["processed_at"] = pd.to_datetime(df["processed_at"], utc=True)
+    df["window_start_time"] = pd.to_datetime(df["window_start_time"], utc=True)
+    t0 = df["processed_at"].min()
+    df["x"] = (df["processed_at"] - t0).dt.total_seconds()
+    starts = sorted(df["window_start_time"].unique())
+    row = {w: i for i, w in enumerate(starts)}
+    colors = {"EARLY": "#55a868", "ON_TIME": "#1f3b73", "LATE": "#dd8452"}
+    fig, ax = plt.subplots(figsize=(10, max(2.5, 0.45 * len(starts) + 1.2)))
+    for w, group in df.groupby("window_start_time"):
+        group = group.sort_values("pane_index")
+        y = row[w]
+        ax.plot(group["x"], [y] * len(group), color="#bbb", lw=1, zorder=1)
+        for _, pane in group.iterrows():
+            ax.scatter(pane["x"], y, color=colors.get(pane["pane_timing"], "gray"), s=40, zorder=2)
+            ax.annotate(str(int(pane["total_transactions"])), (pane["x"], y), fontsize=6.5,
+                        xytext=(0, 5), textcoords="offset points", ha="center")
+    for timing, color in colors.items():
+        ax.scatter([], [], color=color, label=timing)
+    ax.set_yticks(range(len(starts)))
+    ax.set_yticklabels([pd.Timestamp(w).strftime("%H:%M:%S") for w in starts], fontsize=7)
+    ax.set_ylabel("window start (UTC)")
+    ax.set_xlabel(f"processed (s after {t0:%H:%M:%S} UTC)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_stream(frame: pd.DataFrame, verdict: pd.Series | None = None):
     """Event time against send time (left) and the distribution of the delay (right)."""
     import matplotlib.pyplot as plt
