@@ -144,7 +144,7 @@ def test_plot_graph_draws_each_step_and_its_edges():
     numbers | "Right" >> beam.Map(repr)
     fig = nb.plot_graph(p)
     texts = [t.get_text() for t in fig.axes[0].texts]
-    assert sorted(t for t in texts if t) == ["Left", "Read", "Right"]
+    assert sorted(t.split("\n")[0] for t in texts if t) == ["Left", "Read", "Right"]
     assert texts.count("") == 2  # the arrows: Read -> Left, Read -> Right
     assert len(fig.axes[0].patches) == 3  # one box per step
 
