@@ -27,7 +27,7 @@ from benchmarks.measure import run
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"replay": 1.0, "other_windows": 0.5, "elementwise_us": 50.0, "simulator": 30_000,
-           "streaming": 1_000, "notebook": 3.0}
+           "streaming": 1_000, "notebook": 3.0, "anomaly": 0.9}
 
 
 def machine() -> str:
@@ -205,6 +205,44 @@ def bench_notebook(workdir: Path, transactions: int) -> list[dict]:
              "command": "python -m benchmarks.notebook FILE --plan stats|stepwise"}]
 
 
+def bench_anomaly(workdir: Path) -> list[dict]:
+    """Precision / recall of ``run --anomalies`` against the simulator's labelled truth
+    (benchmarks/anomaly.py): the default scenario at the default settings on three seeds, then
+    per category and per merchant."""
+    from benchmarks import anomaly
+
+    target = TARGETS["anomaly"]
+    runs = [anomaly.measure(workdir, 4, 20, seed, None, "category") for seed in (7, 4, 5)]
+    rows = [{
+        "figure": "Anomaly detection, default scenario and settings (whole stream, IQR): "
+                  "4 h at 20 tx/s, seeds 7 / 4 / 5",
+        "value": "precision " + " / ".join(f"{r['precision']:.2f}" for r in runs)
+                 + ", recall " + " / ".join(f"{r['recall']:.2f}" for r in runs)
+                 + f" ({sum(r['found'] for r in runs)} of {sum(r['injected'] for r in runs)}"
+                 + " injected anomalies found)",
+        "baseline": "seed's moving-average 3σ rule: precision "
+                    + " / ".join(f"{r['baseline_precision']:.2f}" for r in runs) + ", recall "
+                    + " / ".join(f"{r['baseline_recall']:.2f}" for r in runs),
+        "ratio": None, "target": f"≥ {target} both",
+        "met": all(r["precision"] >= target and r["recall"] >= target for r in runs),
+        "command": "python -m benchmarks.anomaly --hours 4 --rate 20 --seed 7",
+    }]
+    for breakdown, spikes in (("category", "category"), ("merchant_id", "merchant_id")):
+        r = anomaly.measure(workdir, 4, 20, 7, breakdown, spikes)
+        rows.append({
+            "figure": f"Anomaly detection per {breakdown} (--breakdown {breakdown}; volume "
+                      f"spikes on one {spikes}): 4 h at 20 tx/s, seed 7",
+            "value": r["summary"],
+            "baseline": f"moving-average 3σ: precision {r['baseline_precision']:.2f}, "
+                        f"recall {r['baseline_recall']:.2f}",
+            "ratio": None, "target": f"≥ {target} both",
+            "met": r["precision"] >= target and r["recall"] >= target,
+            "command": f"python -m benchmarks.anomaly --hours 4 --rate 20 --seed 7 "
+                       f"--breakdown {breakdown} --spike-dimension {spikes}",
+        })
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| figure | txpipe | baseline (same run) | ratio | target | met |",
              "|---|---|---|---|---|---|"]
@@ -220,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transactions", type=int, default=1_000_000)
     parser.add_argument("--notebook-transactions", type=int, default=20_000)
     parser.add_argument("--skip", default="", help="comma-separated: replay,elementwise,"
-                        "simulator,streaming,notebook")
+                        "simulator,streaming,notebook,anomaly")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "txpipe-bench"))
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.md"))
     parser.add_argument("--streaming-seconds", type=float,
@@ -253,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                          "line, row left out.")
     if "notebook" not in skip:
         rows += bench_notebook(workdir, args.notebook_transactions)
+    if "anomaly" not in skip:
+        rows += bench_anomaly(workdir)
 
     text = table(rows)
     commands = "\n".join(f"- {r['figure']}: `{r['command']}`" for r in rows)

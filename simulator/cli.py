@@ -87,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fraction of messages that break the contract, spread over every "
                              "dead-letter reason")
 
+    labelled = p.add_argument_group("labelled anomalies (listed in the --truth manifest)")
+    labelled.add_argument("--anomalies", metavar="SCENARIOS",
+                          help="inject anomalies: default (all, in turn) or a comma-separated "
+                               "list of volume_spike, amount_burst, drop_out")
+    labelled.add_argument("--anomaly-rate", type=float, default=0.05, metavar="F",
+                          help="share of windows that get one (default: 0.05)")
+    labelled.add_argument("--anomaly-dimension", default="category", metavar="FIELD",
+                          help="the field a volume spike is about (default: category)")
+    labelled.add_argument("--anomaly-warmup", type=int, default=20, metavar="N",
+                          help="windows left clean at the start (default: 20)")
+
     report = p.add_argument_group("ground truth and reporting")
     report.add_argument("--window-size", type=int, metavar="S",
                         help="window of the truth manifest (default: WINDOW_SIZE_SECONDS)")
@@ -118,6 +129,10 @@ def make_config(args: argparse.Namespace, settings: Settings) -> SimulationConfi
         jitter_seconds=args.jitter_seconds,
         window_size=args.window_size if args.window_size is not None else settings.window_size_seconds,
         daily_rhythm=args.daily_rhythm,
+        anomalies=tuple(args.anomalies.split(",")) if args.anomalies else (),
+        anomaly_rate=args.anomaly_rate,
+        anomaly_dimension=args.anomaly_dimension,
+        anomaly_warmup=args.anomaly_warmup,
     )
 
 

@@ -57,6 +57,13 @@ class SimulationConfig:
     jitter_seconds: float = 0.0
     window_size: int = 30
     daily_rhythm: float = 0.0  # 0 = flat rate; 0.6 = the rate swings +-60 % over a UTC day
+    # Labelled anomalies (simulator.anomalies): which scenarios, in turn; the share of windows
+    # that get one; the dimension a volume spike is about; windows left clean at the start
+    # (a detector needs a history before it can score).
+    anomalies: tuple[str, ...] = ()
+    anomaly_rate: float = 0.05
+    anomaly_dimension: str = "category"
+    anomaly_warmup: int = 20
 
     def __post_init__(self) -> None:
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed",
@@ -80,12 +87,31 @@ class SimulationConfig:
                f"must be a whole number of seconds in 1..86400 (got {self.window_size!r})")
         _check(isinstance(self.daily_rhythm, (int, float)) and 0 <= self.daily_rhythm < 1,
                "daily_rhythm", f"must be in [0, 1) (got {self.daily_rhythm!r})")
+        self._check_anomalies()
         if self.start is not None:
             _check(isinstance(self.start, datetime) and self.start.tzinfo is not None, "start",
                    f"must be a datetime with a UTC offset (got {self.start!r})")
             # Whole milliseconds in UTC: the precision the contract's timestamps carry.
             start = self.start.astimezone(UTC)
             object.__setattr__(self, "start", start.replace(microsecond=start.microsecond // 1000 * 1000))
+
+    def _check_anomalies(self) -> None:
+        from simulator.anomalies import DIMENSIONS, parse_scenarios
+
+        names = self.anomalies
+        if isinstance(names, str):
+            names = (names,)
+        try:
+            scenarios = parse_scenarios(",".join(names))
+        except ValueError as exc:
+            raise SimulationConfigError("anomalies", str(exc)) from None
+        object.__setattr__(self, "anomalies", tuple(s.value for s in scenarios))
+        _fraction(self.anomaly_rate, "anomaly_rate")
+        _check(self.anomaly_dimension in DIMENSIONS, "anomaly_dimension",
+               f"must be one of {', '.join(DIMENSIONS)} (got {self.anomaly_dimension!r})")
+        _check(isinstance(self.anomaly_warmup, int) and self.anomaly_warmup >= 0,
+               "anomaly_warmup", f"must be a whole number of windows >= 0 "
+               f"(got {self.anomaly_warmup!r})")
 
     @property
     def event_rate(self) -> float:
@@ -104,6 +130,7 @@ class SimulationConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["anomalies"] = list(self.anomalies)
         data["start"] = format_timestamp(self.start) if self.start else None
         return data
 

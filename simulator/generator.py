@@ -56,6 +56,7 @@ class SimMessage:
     amount: Decimal | None = None
     late: bool = False  # event time deliberately ``late_seconds`` before the send time
     variant: str | None = None  # which kind of malformation
+    anomaly: str | None = None  # the injected scenario this message belongs to (anomalies.py)
 
 
 def send_offsets(cfg: SimulationConfig) -> Iterator[float]:
@@ -83,8 +84,20 @@ def generate(cfg: SimulationConfig) -> Iterator[SimMessage]:
 
     When ``cfg.start`` is None the stream starts now. Transaction ids depend on the seed and
     the start, so two live runs never reuse ids the pipeline would drop as duplicates.
+    With ``cfg.anomalies`` the stream passes through :class:`simulator.anomalies.Injector`.
     """
     cfg = cfg.started()
+    if cfg.anomalies:
+        from simulator.anomalies import Injector
+
+        injector = Injector(cfg, cfg.start)  # type: ignore[arg-type]
+        for message in _stream(cfg):
+            yield from injector.apply(message)
+        return
+    yield from _stream(cfg)
+
+
+def _stream(cfg: SimulationConfig) -> Iterator[SimMessage]:
     start: datetime = cfg.start  # type: ignore[assignment]
     rng = random.Random(f"stream/{cfg.seed}")
     ids = random.Random(f"ids/{cfg.seed}/{format_timestamp(start)}")

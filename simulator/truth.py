@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from simulator.anomalies import DetectionQuality, LabelCollector, LabelledWindow, score_findings
+from simulator.catalog import MAX_AMOUNT
 from simulator.config import SimulationConfig
 from simulator.generator import Kind, SimMessage
 from txpipe import money
@@ -72,10 +74,29 @@ class Truth:
     late: int
     malformed: dict[str, int] = field(default_factory=dict)  # every Reason value, zeros included
     config: dict[str, Any] | None = None
+    #: windows with an injected anomaly (simulator.anomalies), and windows holding the
+    #: catalogue's 999,999.99 test amount: the labelled outliers a detector is scored against
+    anomalies: tuple[LabelledWindow, ...] = ()
+    extreme_amounts: tuple[LabelledWindow, ...] = ()
 
     @property
     def total_sum(self) -> Decimal:
         return sum((w.sum for w in self.windows), Decimal(0))
+
+    def scored_period(self) -> tuple[datetime, datetime] | None:
+        """(first, last) window start a detector is scored on: from the end of the anomaly
+        warm-up to the window before the last (the stream's edges are partial windows: late
+        events before its start, jittered ones missing at its end)."""
+        if not self.windows or not self.config or not self.config.get("start"):
+            return None
+        size = timedelta(seconds=self.window_size)
+        start = _parse_time(self.config["start"])
+        first = EPOCH + (start - EPOCH) // size * size + self.config.get("anomaly_warmup", 0) * size
+        return first, self.windows[-1].start - size
+
+    def score_anomalies(self, rows) -> DetectionQuality:
+        """Anomaly rows (schema.ANOMALIES, as dicts) against the labelled windows."""
+        return score_findings(self.anomalies, self.extreme_amounts, rows, self.scored_period())
 
     def window(self, start: datetime) -> WindowTruth | None:
         return next((w for w in self.windows if w.start == start), None)
@@ -86,6 +107,8 @@ class Truth:
             "valid": self.valid, "duplicates": self.duplicates, "late": self.late,
             "malformed": dict(self.malformed), "total_sum": money.to_text(self.total_sum),
             "config": self.config, "windows": [w.to_dict() for w in self.windows],
+            "anomalies": [a.to_dict() for a in self.anomalies],
+            "extreme_amounts": [e.to_dict() for e in self.extreme_amounts],
         }
 
     def to_json(self, path: str | Path) -> None:
@@ -98,6 +121,9 @@ class Truth:
             windows=tuple(WindowTruth.from_dict(w) for w in data["windows"]),
             messages=data["messages"], valid=data["valid"], duplicates=data["duplicates"],
             late=data["late"], malformed=dict(data["malformed"]), config=data.get("config"),
+            anomalies=tuple(LabelledWindow.from_dict(a) for a in data.get("anomalies", ())),
+            extreme_amounts=tuple(LabelledWindow.from_dict(e)
+                                  for e in data.get("extreme_amounts", ())),
         )
 
     @classmethod
@@ -134,6 +160,8 @@ class TruthBuilder:
         self._windows: dict[int, _Window] = {}
         self._window_of: dict[str, int] = {}
         self._malformed = dict.fromkeys((r.value for r in Reason), 0)
+        self._anomalies = LabelCollector()
+        self._extremes = LabelCollector()
         self.messages = self.duplicates = self.late = 0
 
     def add(self, message: SimMessage) -> None:
@@ -163,6 +191,10 @@ class TruthBuilder:
         if message.late:
             window.late += 1
             self.late += 1
+        if message.anomaly:
+            self._anomalies.add(key, message.anomaly, message.data)
+        if amount == MAX_AMOUNT:
+            self._extremes.add(key, "extreme_amount", message.data)
 
     def add_all(self, messages: Iterable[SimMessage]) -> None:
         for message in messages:
@@ -180,4 +212,6 @@ class TruthBuilder:
             window_size=self.window_size, windows=tuple(windows), messages=self.messages,
             valid=len(self._window_of), duplicates=self.duplicates, late=self.late,
             malformed=dict(self._malformed), config=cfg.to_dict() if cfg else None,
+            anomalies=self._anomalies.build(self._size_us, EPOCH),
+            extreme_amounts=self._extremes.build(self._size_us, EPOCH),
         )

@@ -65,3 +65,20 @@ def test_the_notebook_plans_collect_the_same_windows(small_file):
     assert results["stats"]["rows"] > 1
     for key in ("rows", "transactions", "sums"):
         assert results["stats"][key] == results["stepwise"][key], key
+
+
+def test_the_anomaly_benchmark_scores_both_detectors_on_the_same_windows(tmp_path):
+    from benchmarks import anomaly
+
+    result = anomaly.measure(tmp_path, 0.5, 4, 3, None, "category")
+    assert result["injected"] == 2 and result["rows"] > 0  # 60 windows, 20 of warm-up
+    for key in ("precision", "recall", "baseline_precision", "baseline_recall"):
+        assert 0.0 <= result[key] <= 1.0
+    # the baseline flags a point more than 3 sd from its series' past: check it by hand
+    windows = [{"window_start_time": f"t{i:03d}", "pane_timing": "ON_TIME",
+                "total_transactions": 100 + (i % 3), "total_amount_sum": "10.00"}
+               for i in range(30)]
+    windows[25]["total_transactions"] = 400
+    found = anomaly.moving_average_baseline(windows, [])
+    assert [(f["window_start_time"], f["metric"]) for f in found] == [
+        ("t025", "total_transactions")]

@@ -306,3 +306,46 @@ def test_run_on_dataflow_refuses_what_the_service_would(argv, says, tmp_path, mo
     assert run_main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err
+
+
+@pytest.fixture(scope="module")
+def anomaly_export(tmp_path_factory) -> Export:
+    """The job with anomaly detection per category and an alert topic (in-process export)."""
+    work = tmp_path_factory.mktemp("export-anomalies")
+    started = time.monotonic()
+    job = export_command.export_job(
+        ["--output", str(work / "job"), "--streaming", "--anomalies", "--breakdown", "category",
+         "--alert-topic", "txpipe-alerts"])
+    return Export(job.directory, subprocess.CompletedProcess([], 0), time.monotonic() - started,
+                  work / "network.log", {})
+
+
+def test_the_anomaly_job_shows_the_detection_step(anomaly_export):
+    names = anomaly_export.transforms()
+    top = {n for n in names if "/" not in n and n and not n.startswith("ref_")}
+    assert top == {"Read", "TransactionStats", "WriteWindows", "CollectDeadLetters",
+                   "IdentifyDeadLetters", "WriteDeadLetters", "WriteDimensionStats",
+                   "DetectAnomalies", "WriteAnomalies", "AnomaliesToJson", "PublishAnomalies"}
+    # anomaly rows BigQuery refuses become dead letters beside the others
+    (refused,) = names["WriteAnomalies/ToGlobalWindow"].outputs.values()
+    assert refused in names["CollectDeadLetters"].inputs.values()
+    graph = anomaly_export.graph
+    # one history per series: re-windowed into the global window before Beam's detector
+    history = names["DetectAnomalies/Score/SeriesHistory"]
+    (out,) = history.outputs.values()
+    strategy = graph.components.windowing_strategies[
+        graph.components.pcollections[out].windowing_strategy_id]
+    assert strategy.window_fn.urn == "beam:window_fn:global_windows:v1"
+    # Beam's AnomalyDetection: a stateful ParDo holding the detector, per series key
+    detection = [n for n in names if n.startswith("DetectAnomalies/Score/AnomalyDetection/")]
+    scoring = [names[n] for n in detection if n.endswith("ParDo(_ScoreAndLearnDoFn)")]
+    assert len(scoring) == 1
+    assert set(api.ParDoPayload.FromString(scoring[0].spec.payload).state_specs) == {"saved_model"}
+    # workers import txpipe.anomaly at start-up, so Beam's registry can rebuild the detector
+    assert "txpipe.anomaly._WorkerImport" in anomaly_export.options["beam_plugins"]
+    assert anomaly_export.options["anomalies"] is True
+    (write,) = [t for t in names.values() if t.spec.urn == "beam:transform:pubsub_write:v1"]
+    assert write.unique_name.startswith("PublishAnomalies/")
+    assert api.PubSubWritePayload.FromString(write.spec.payload).topic == (
+        f"projects/{Settings.model_construct().project_id}/topics/txpipe-alerts")
+    assert "WriteAnomalies/WriteToBigQuery/_StreamToBigQuery/StreamInsertRows" in names

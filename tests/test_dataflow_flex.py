@@ -29,6 +29,8 @@ EXAMPLES = {
     "breakdown": "category",
     "bigquery_method": "streaming_inserts",
     "run_id": "stream-20261127T100000Z-0a1b2c3d",
+    "anomaly_threshold": "4.5",
+    "alert_topic": "txpipe-alerts",
 }
 
 
@@ -84,11 +86,14 @@ def test_all_parameters_together_make_a_valid_run(metadata, tmp_path, monkeypatc
     values = {p["name"]: p.get("defaultValue", EXAMPLES.get(p["name"]))
               for p in metadata["parameters"]}
     values["window_type"] = "sliding"
+    values["anomalies"] = "true"  # the alert topic needs it
     run = plan([f"--{k}={v}" for k, v in values.items()])
     assert run.settings.window_period_seconds == 15
     assert run.settings.bigquery_dataset_id == values["bigquery_dataset"]
     assert run.source.subscription == values["subscription"]
     assert run.breakdown == "category" and run.dead_letter_topic == values["dead_letter_topic"]
+    assert run.settings.anomalies and run.settings.anomaly_threshold == 4.5
+    assert run.settings.alert_topic_path.endswith("/topics/txpipe-alerts")
 
 
 def test_launch_runs_on_dataflow_with_beam_options_untouched(monkeypatch):

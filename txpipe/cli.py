@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
           "(default WAREHOUSE_PATH)")
     _flag(io, "dead-letter-output", help="jsonl: prefix of the dead-letter files "
           "(default OUTPUT-dead-letters)")
+    _flag(io, "anomaly-output", help="jsonl: prefix of the anomaly files (with --anomalies; "
+          "default OUTPUT-anomalies)")
     _flag(io, "dead-letter-topic", help="also publish dead letters to this Pub/Sub topic "
           "(projects/P/topics/T; streaming only)")
     _flag(io, "breakdown", metavar="FIELD",
@@ -175,6 +177,12 @@ def plan(argv: list[str]) -> RunPlan:
         streaming = True
     if args.dead_letter_topic and not streaming:
         raise UsageError("--dead-letter-topic needs a streaming run (--source pubsub)")
+    if settings.pubsub_alert_topic_id and not settings.anomalies:
+        raise UsageError("--alert-topic publishes anomalies: add --anomalies")
+    if settings.pubsub_alert_topic_id and not streaming:
+        raise UsageError("--alert-topic needs a streaming run (--source pubsub)")
+    if args.anomaly_output and not (settings.anomalies and args.sink == "jsonl"):
+        raise UsageError("--anomaly-output is for --sink jsonl with --anomalies")
     settings = _with_run_id(settings, source, args.breakdown, beam_args)
 
     from txpipe.sinks import BigQuerySink, DuckDBSink, JsonlSink
@@ -185,14 +193,19 @@ def plan(argv: list[str]) -> RunPlan:
         dead = args.dead_letter_output or f"{args.output}-dead-letters"
         _writable_prefix(args.output, "--output")
         _writable_prefix(dead, "--dead-letter-output")
+        anomaly_output = args.anomaly_output or f"{args.output}-anomalies"
+        if settings.anomalies:
+            _writable_prefix(anomaly_output, "--anomaly-output")
         sink = JsonlSink(args.output, dead, f"{args.output}-by-{args.breakdown}"
-                         if args.breakdown else None, streaming=streaming)
+                         if args.breakdown else None, streaming=streaming,
+                         anomaly_output=anomaly_output)
     elif args.sink == "duckdb":
         path = args.output or settings.warehouse_path
         _writable_prefix(path, "--output")
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise UsageError(f"--output {path!r} is not writable")
-        sink = DuckDBSink(path, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
+        sink = DuckDBSink(path, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id,
+                          settings.bigquery_anomaly_table_id)
     else:
         if args.output or args.dead_letter_output:
             raise UsageError("--sink bigquery takes its tables from BIGQUERY_DATASET_ID / "
@@ -247,7 +260,7 @@ def check_sink(run: RunPlan) -> None:
         from txpipe.sinks.duckdb import WarehouseError
 
         try:
-            run.sink.check(dimensions=bool(run.breakdown),
+            run.sink.check(dimensions=bool(run.breakdown), anomalies=run.settings.anomalies,
                            wait_seconds=run.settings.warehouse_lock_wait_seconds,
                            progress=lambda line: print(f"txpipe run: {line}", file=sys.stderr,
                                                        flush=True))
@@ -257,7 +270,8 @@ def check_sink(run: RunPlan) -> None:
         from txpipe.resources import ResourceError, check_bigquery
 
         try:
-            check_bigquery(run.settings, dimension_table=bool(run.breakdown))
+            check_bigquery(run.settings, dimension_table=bool(run.breakdown),
+                           anomaly_table=run.settings.anomalies)
         except ResourceError as exc:
             raise UsageError(str(exc)) from None
         _file_loads_location(run)
@@ -405,6 +419,8 @@ def summary(counters: dict[str, int], source: dict[str, int] | None = None) -> s
     parts.append(f"panes={counters.get(metrics.PANES, 0)}")
     parts += [f"{name}={counters[name]}" for name in
               (metrics.BIGQUERY_REJECTED, metrics.DEAD_LETTERS_UNWRITTEN) if counters.get(name)]
+    if metrics.ANOMALIES in counters:
+        parts.append(f"anomalies={counters[metrics.ANOMALIES]}")
     return " ".join(parts)
 
 
@@ -430,6 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("starting: %s from %s into %s; %s route (%s); run id %s",
              WindowSpec.from_settings(run.settings).describe(), type(run.source).__name__,
              type(run.sink).__name__, run.route.value, run.route_reason, run.settings.run_id)
+    if run.settings.anomalies:
+        from txpipe.anomaly import AnomalySpec
+
+        log.info("anomaly detection: %s", AnomalySpec.from_settings(run.settings).describe())
     try:
         outcome = execute(run)
     except KeyboardInterrupt:  # before the pipeline started

@@ -34,6 +34,14 @@ class BigQueryMethod(str, Enum):
     FILE_LOADS = "file_loads"
 
 
+class Detector(str, Enum):
+    """Beam's streaming detectors (apache_beam.ml.anomaly.detectors) txpipe can score with."""
+
+    IQR = "iqr"
+    ROBUST_ZSCORE = "robust_zscore"
+    ZSCORE = "zscore"
+
+
 class Route(str, Enum):
     """How TransactionStats computes: element by element (streaming's plan, every runner and
     spec), or in batches (bounded input only; see txpipe.batch)."""
@@ -96,6 +104,9 @@ class Settings(BaseSettings):
         description="the run's id in every row it writes (default: derived from a replay's "
         "input, drawn once per streaming job); --update must repeat the running job's",
         json_schema_extra={"flag": "run-id"})
+    bigquery_anomaly_table_id: str = Field(
+        "anomalies", pattern=r"^[A-Za-z0-9_]{1,1024}$",
+        description="anomaly table (BigQuery and DuckDB)")
 
     window_type: WindowType = Field(WindowType.FIXED, description="event-time window shape",
                                     json_schema_extra={"flag": "window-type"})
@@ -126,6 +137,25 @@ class Settings(BaseSettings):
         "(replay) when the window spec allows it, element-wise otherwise (always for streaming)",
         json_schema_extra={"flag": "route"})
 
+    # Anomaly detection on the window statistics (txpipe.anomaly); off keeps the graph as is.
+    anomalies: bool = Field(False, description="score each window's count and amount (and "
+                            "each --breakdown value's) for anomalies",
+                            json_schema_extra={"flag": "anomalies"})
+    anomaly_detector: Detector = Field(Detector.IQR, description="Beam detector that scores",
+                                       json_schema_extra={"flag": "anomaly-detector"})
+    anomaly_threshold: float | None = Field(
+        None, gt=0, description="score at or above which a window is an anomaly (default: "
+        "per detector, see txpipe.anomaly)", json_schema_extra={"flag": "anomaly-threshold"})
+    anomaly_history: int = Field(
+        120, ge=4, le=100_000, description="windows of history each series' sliding tracker keeps",
+        json_schema_extra={"flag": "anomaly-history"})
+    anomaly_warmup: int = Field(
+        20, ge=1, le=100_000, description="windows a series must have before it is scored",
+        json_schema_extra={"flag": "anomaly-warmup"})
+    pubsub_alert_topic_id: str | None = Field(
+        None, pattern=_ID, description="also publish each anomaly to this Pub/Sub topic (id)",
+        json_schema_extra={"flag": "alert-topic"})
+
     log_level: LogLevel = Field(LogLevel.INFO, description="log level",
                                 json_schema_extra={"flag": "log-level"})
     publisher_interval: float = Field(0.5, ge=0, description="seconds between messages; 0 = flat out")
@@ -144,6 +174,13 @@ class Settings(BaseSettings):
                 f"({self.window_size_seconds})")
         return self
 
+    @model_validator(mode="after")
+    def _warmup_fits_history(self) -> Settings:
+        if self.anomaly_warmup > self.anomaly_history:
+            raise ValueError(f"ANOMALY_WARMUP ({self.anomaly_warmup}) must not exceed "
+                             f"ANOMALY_HISTORY ({self.anomaly_history})")
+        return self
+
     @property
     def topic_path(self) -> str:
         return f"projects/{self.project_id}/topics/{self.pubsub_topic_id}"
@@ -155,6 +192,16 @@ class Settings(BaseSettings):
     @property
     def dead_letter_topic_path(self) -> str:
         return f"projects/{self.project_id}/topics/{self.pubsub_dead_letter_topic_id}"
+
+    @property
+    def alert_topic_path(self) -> str | None:
+        if not self.pubsub_alert_topic_id:
+            return None
+        return f"projects/{self.project_id}/topics/{self.pubsub_alert_topic_id}"
+
+    @property
+    def bigquery_anomaly_table(self) -> str:
+        return f"{self.project_id}:{self.bigquery_dataset_id}.{self.bigquery_anomaly_table_id}"
 
     @property
     def bigquery_table(self) -> str:

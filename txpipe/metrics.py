@@ -20,6 +20,7 @@ PANES = "panes_emitted"
 BIGQUERY_REJECTED = "bigquery_rejected"
 #: Dead letters the dead-letter table itself refused: only in the workers' log, at ERROR.
 DEAD_LETTERS_UNWRITTEN = "dead_letters_unwritten"
+ANOMALIES = "anomalies_found"
 
 
 def dead_letter_counter(reason: Reason | str) -> str:

@@ -76,15 +76,35 @@ def setting_flags() -> tuple[SettingFlag, ...]:
     return tuple(flags)
 
 
+class _BooleanFlag(argparse.BooleanOptionalAction):
+    """``--flag`` / ``--no-flag``, and ``--flag=false`` as Flex Templates pass a one-word flag
+    (a two-word one gets its underscored spelling for that)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nargs = "?"
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string and option_string.startswith("--no-"):
+            setattr(namespace, self.dest, False)
+            return
+        try:
+            setattr(namespace, self.dest, True if values is None else _boolean(values))
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument {option_string}: {exc}")
+
+
 def add_setting_arguments(parser: argparse.ArgumentParser | Any) -> None:
     """Add every setting flag, in both spellings, to an argparse parser or group."""
     for flag in setting_flags():
         kwargs = flag.argparse_kwargs()
         if flag.kind is bool:  # --late-firings / --no-late-firings, and --late_firings=false
-            parser.add_argument(flag.spellings[0], **kwargs)
             if len(flag.spellings) > 1:
+                parser.add_argument(flag.spellings[0], **kwargs)
                 parser.add_argument(flag.spellings[1], dest=flag.field, type=_boolean,
                                     default=None, help=argparse.SUPPRESS)
+            else:
+                parser.add_argument(flag.spellings[0], **{**kwargs, "action": _BooleanFlag})
             continue
         parser.add_argument(*flag.spellings, **kwargs)
 

@@ -5,6 +5,7 @@ here. Transform names are stable — Dataflow's ``--update`` maps running state 
          -> WriteWindows (, WriteDimensionStats)
          -> [parse dead letters + rows the warehouse refused] -> IdentifyDeadLetters
          -> WriteDeadLetters (, PublishDeadLetters)
+         (-> DetectAnomalies -> WriteAnomalies (, PublishAnomalies))   with settings.anomalies
 
 TransactionStats has two routes with those stage names: element-wise (streaming's, and
 anything's) and batched (bounded input, txpipe.batch). :func:`choose_route` picks one for a
@@ -143,6 +144,8 @@ def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, 
     dead = [result.dead_letters, result.windows | "WriteWindows" >> sink.windows(run)]
     if result.by_dimension is not None:
         dead.append(result.by_dimension | "WriteDimensionStats" >> sink.dimension_stats(run))
+    if settings.anomalies:
+        dead.append(detect_anomalies(result, settings, sink, run))
     dead = [d for d in dead if d is not None]
     everything = tuple(dead) | "CollectDeadLetters" >> beam.Flatten() if len(dead) > 1 else dead[0]
     dead_letters = everything | "IdentifyDeadLetters" >> IdentifyDeadLetters(run.run_id)
@@ -154,6 +157,26 @@ def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, 
             | "PublishDeadLetters" >> beam.io.WriteToPubSub(dead_letter_topic)
         )
     return result
+
+
+def detect_anomalies(result: StatsResult, settings: Settings, sink: Sink, run: RunIdentity):
+    """The optional detection stage (txpipe.anomaly) on the window and per-dimension rows;
+    returns the anomaly rows the sink refused, as dead letters (or None)."""
+    from txpipe.anomaly import DetectAnomalies
+    from txpipe.schema import ANOMALIES
+
+    rows = (result.windows,) if result.by_dimension is None else (
+        result.windows, result.by_dimension)
+    found = rows | "DetectAnomalies" >> DetectAnomalies.from_settings(settings)
+    refused = found | "WriteAnomalies" >> sink.anomalies(run)
+    if settings.alert_topic_path:
+        (
+            found
+            | "AnomaliesToJson" >> beam.Map(
+                lambda row: ANOMALIES.to_jsonl(run.stamp_anomaly(row)).encode())
+            | "PublishAnomalies" >> beam.io.WriteToPubSub(settings.alert_topic_path)
+        )
+    return refused
 
 
 def _dead_letter_message(row: dict) -> bytes:

@@ -102,12 +102,16 @@ def pubsub_steps(settings, emulator_host: str | None = None) -> list[Step]:
         except AlreadyExists:
             return "exists"
 
-    return [
+    steps = [
         Step("topic", settings.topic_path, topic(settings.topic_path)),
         Step("dead-letter topic", settings.dead_letter_topic_path,
              topic(settings.dead_letter_topic_path)),
         Step("subscription", settings.subscription_path, subscription),
     ]
+    if settings.alert_topic_path:
+        steps.append(Step("alert topic", settings.alert_topic_path,
+                          topic(settings.alert_topic_path)))
+    return steps
 
 
 def ensure_pubsub(settings, emulator_host: str | None = None) -> list[str]:
@@ -161,7 +165,7 @@ def _table_resource(project: str, dataset: str, table_id: str, table, descriptio
 
 
 def bigquery_steps(settings, dimension_table: bool = False, create_dataset: bool = True,
-                   quick: bool = False, client=None) -> list[Step]:
+                   quick: bool = False, client=None, anomaly_table: bool = False) -> list[Step]:
     """Dataset, tables and views, each created if missing. ``quick`` (``run``'s check): no
     dataset creation unless asked, short timeouts and no retries."""
     from google.api_core.exceptions import Conflict, NotFound
@@ -251,6 +255,8 @@ def bigquery_steps(settings, dimension_table: bool = False, create_dataset: bool
                           table(name, DIMENSION_STATS, "window statistics per dimension value")))
         steps.append(Step("totals view", f"{project}:{dataset_id}.{DIMENSION_STATS.totals_view}",
                           view(name, DIMENSION_STATS)))
+    if anomaly_table:
+        steps += _anomaly_steps(settings, client, table, timeout, retry)
     return steps
 
 
@@ -274,7 +280,7 @@ def schema_drift(found, table) -> str | None:
 CHECK_TIMEOUT_SECONDS = 15.0
 
 
-def check_bigquery(settings, dimension_table: bool = False) -> None:
+def check_bigquery(settings, dimension_table: bool = False, anomaly_table: bool = False) -> None:
     """Before a run writes to BigQuery: credentials, the dataset (which it does not create),
     and the tables and views of :func:`bigquery_steps`, created where missing — which also
     proves the dataset writable. Raises ResourceError with one line."""
@@ -294,13 +300,57 @@ def check_bigquery(settings, dimension_table: bool = False) -> None:
     except Exception as exc:
         raise ResourceError(f"BigQuery: {_one_line(exc)}") from None
     steps = bigquery_steps(settings, dimension_table, create_dataset=False, quick=True,
-                           client=client)
+                           client=client, anomaly_table=anomaly_table)
     for step, outcome in run_steps(steps):
         if outcome.startswith("exists ("):
             raise ResourceError(
                 f"{step.kind} {step.name} does not fit txpipe's rows "
                 f"{outcome.removeprefix('exists ')}: created by an older txpipe or by hand? "
                 "See docs/dataflow.md (Restarts)")
+
+
+def _anomaly_steps(settings, client, table, timeout, retry) -> list[Step]:
+    """The anomaly table and, for Looker Studio, the view of each window with its anomalies."""
+    from google.api_core.exceptions import Conflict, NotFound
+    from google.cloud import bigquery
+
+    from txpipe.schema import ANOMALIES, ANOMALY_VIEW, windows_with_anomalies_sql
+
+    project, dataset_id = settings.project_id, settings.bigquery_dataset_id
+    view_ref = f"{project}.{dataset_id}.{ANOMALY_VIEW}"
+
+    def view() -> str:
+        query = windows_with_anomalies_sql(
+            f"`{project}.{dataset_id}.{settings.bigquery_table_id}`",
+            f"`{project}.{dataset_id}.{settings.bigquery_anomaly_table_id}`")
+        # the description carries the query's digest, as the totals views' do
+        description = ("each run's windows (final pane) with the anomalies found in them. "
+                       "txpipe " + hashlib.sha256(query.encode()).hexdigest()[:12])
+        try:
+            found = client.get_table(view_ref, timeout=timeout, retry=retry)
+        except NotFound:
+            found = None
+        if found is not None:
+            if found.description == description:
+                return "exists"
+            found.view_query, found.description = query, description
+            client.update_table(found, ["view_query", "description"], timeout=timeout,
+                                retry=retry)
+            return "updated"
+        created = bigquery.Table(view_ref)
+        created.view_query, created.description = query, description
+        try:
+            client.create_table(created, timeout=timeout, retry=retry)
+            return "created"
+        except Conflict:
+            return "exists"
+
+    return [
+        Step("anomaly table", settings.bigquery_anomaly_table,
+             table(settings.bigquery_anomaly_table_id, ANOMALIES, "anomalies found in the "
+                   "window statistics (run --anomalies)")),
+        Step("view", f"{project}:{dataset_id}.{ANOMALY_VIEW}", view),
+    ]
 
 
 def run_steps(steps: list[Step]) -> Iterator[tuple[Step, str]]:
@@ -322,13 +372,20 @@ def targets() -> str:
             f"BigQuery: {'emulator ' + bq if bq else 'Google Cloud'}")
 
 
-def plan(settings, dimension_table: bool = False) -> list[tuple[str, str]]:
+PUBSUB_KINDS = ("topic", "dead-letter topic", "subscription", "alert topic")
+
+
+def plan(settings, dimension_table: bool = False,
+         anomaly_table: bool = False) -> list[tuple[str, str]]:
     """(kind, name) of every resource, without contacting anything: the dry run."""
+    from txpipe.schema import ANOMALY_VIEW
+
     return [
         ("topic", settings.topic_path),
         ("dead-letter topic", settings.dead_letter_topic_path),
         ("subscription", f"{settings.subscription_path} (on {settings.pubsub_topic_id}, "
                          f"ack deadline {ACK_DEADLINE_SECONDS} s)"),
+    ] + ([("alert topic", settings.alert_topic_path)] if settings.alert_topic_path else []) + [
         ("dataset", f"{settings.project_id}:{settings.bigquery_dataset_id} "
                     f"(location {settings.region})"),
         ("window table", f"{settings.bigquery_table} (DAY partitions on window_start_time, "
@@ -340,7 +397,12 @@ def plan(settings, dimension_table: bool = False) -> list[tuple[str, str]]:
     ] + ([("dimension table", dimension_table_name(settings.bigquery_table)),
           ("totals view", f"{settings.project_id}:{settings.bigquery_dataset_id}."
                           f"{DIMENSION_STATS.totals_view}")]
-         if dimension_table else [])
+         if dimension_table else []) + ([
+        ("anomaly table", f"{settings.bigquery_anomaly_table} (DAY partitions on "
+                          "window_start_time, clustered by metric, dimension)"),
+        ("view", f"{settings.project_id}:{settings.bigquery_dataset_id}.{ANOMALY_VIEW} (each "
+                 "run's windows joined with their anomalies, for Looker Studio)"),
+    ] if anomaly_table else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,8 +414,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan, touch nothing")
     parser.add_argument("--dimension-table", action="store_true",
                         help="also create TABLE_by_dimension (for `run --breakdown`)")
+    parser.add_argument("--anomaly-table", action="store_true",
+                        help="also create the anomaly table and the windows_with_anomalies view "
+                             "(for `run --anomalies`)")
     parser.add_argument("--skip-pubsub", action="store_true", help="BigQuery resources only")
     parser.add_argument("--skip-bigquery", action="store_true", help="Pub/Sub resources only")
+    parser.add_argument("--alerts", action="store_true",
+                        help="also apply the Cloud Monitoring alert policies of txpipe/alerts/")
+    parser.add_argument("--job-name", default=None, metavar="NAME",
+                        help="--alerts: the Dataflow job they watch (default: txpipe)")
+    parser.add_argument("--notification-channel", action="append", default=[], metavar="NAME",
+                        help="--alerts: projects/P/notificationChannels/ID to notify (repeatable)")
     args = parser.parse_args(argv)
 
     from txpipe.config import ConfigError, load_settings
@@ -363,25 +434,48 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    rows = plan(settings, args.dimension_table)
+    rows = plan(settings, args.dimension_table, args.anomaly_table)
     if args.skip_pubsub:
-        rows = rows[3:]
+        rows = [r for r in rows if r[0] not in PUBSUB_KINDS]
     if args.skip_bigquery:
-        rows = rows[:3]
+        rows = [r for r in rows if r[0] in PUBSUB_KINDS]
+    policies = []
+    if args.alerts:
+        from txpipe.dataflow import STREAMING_JOB_NAME
+        from txpipe.monitoring import PolicyError, load_policies
+
+        try:
+            policies = load_policies(settings, args.job_name or STREAMING_JOB_NAME,
+                                     args.notification_channel)
+        except PolicyError as exc:
+            print(f"txpipe setup: alert policy {exc}", file=sys.stderr)
+            return 2
     if args.dry_run:
         print(f"plan ({targets()}):")
         for kind, name in rows:
             print(f"  ensure {kind:<17} {name}")
+        for policy in policies:
+            print(f"  ensure {'alert policy':<17} {policy.display_name} ({policy.name}.yaml)")
+        if policies:
+            from txpipe.monitoring import print_policies
+
+            print_policies(policies)
         return 0
     steps: list[Step] = []
     try:
         if not args.skip_pubsub:
             steps += pubsub_steps(settings)
         if not args.skip_bigquery:
-            steps += bigquery_steps(settings, args.dimension_table)
+            steps += bigquery_steps(settings, args.dimension_table,
+                                    anomaly_table=args.anomaly_table)
         print(f"setup ({targets()}):")
         for step, outcome in run_steps(steps):
             print(f"  {step.kind:<17} {step.name}: {outcome}")
+        if policies:
+            from txpipe.monitoring import apply_policies
+
+            for policy, outcome in apply_policies(policies, settings.project_id):
+                print(f"  {'alert policy':<17} {policy.display_name}: {outcome}")
     except ResourceError as exc:
         print(f"txpipe setup: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ class Kind(str, Enum):
     INTEGER = "INT64"
     MONEY = "NUMERIC"
     STRING = "STRING"
+    FLOAT = "FLOAT64"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Column:
             Kind.INTEGER: "BIGINT",
             Kind.MONEY: f"DECIMAL(38, {money.SCALE})",
             Kind.STRING: "VARCHAR",
+            Kind.FLOAT: "DOUBLE",
         }[self.kind]
 
 
@@ -162,6 +164,7 @@ class Table:
             Kind.INTEGER: pa.int64(),
             Kind.MONEY: pa.decimal128(38, money.SCALE),
             Kind.STRING: pa.string(),
+            Kind.FLOAT: pa.float64(),
         }
         return pa.schema(
             [pa.field(c.name, types[c.kind], nullable=not c.required) for c in self.columns]
@@ -265,3 +268,57 @@ DEAD_LETTERS = Table(
     partition_column="seen_at",
     clustering=("reason",),
 )
+
+#: One row per anomaly found (txpipe.anomaly) and run: a window's metric, for the whole stream
+#: or one value of the breakdown, scored at or above the detector's threshold. Like dead
+#: letters, a rerun or a retried write of the same anomaly has the same anomaly_id.
+ANOMALIES = Table(
+    columns=_WINDOW + (
+        Column("dimension", Kind.STRING, False, "the field broken down; null for the whole stream"),
+        Column("dimension_value", Kind.STRING, False, "its value; null for the whole stream"),
+        Column("metric", Kind.STRING, True, "the window-table column scored: total_transactions "
+                                            "or total_amount_sum"),
+        Column("value", Kind.MONEY, True, "the metric's value in the window (exact)"),
+        Column("score", Kind.FLOAT, True, "the detector's outlier score"),
+        Column("threshold", Kind.FLOAT, True, "the score from which a window is an anomaly"),
+        Column("detector", Kind.STRING, True, "which Beam detector scored it, e.g. IQR"),
+        Column("label", Kind.STRING, True, "outlier"),
+        Column("processed_at", Kind.TIMESTAMP, True, "when the pipeline found it (UTC)"),
+        Column("run_id", Kind.STRING, True, "the run that found it (as in the window table)"),
+        Column("anomaly_id", Kind.STRING, True, "hash of run, window, series, metric and "
+               "detector: the same in a rerun or a retry"),
+    ),
+    key=("anomaly_id",),
+    partition_column="window_start_time",
+    clustering=("metric", "dimension"),
+)
+
+#: The view beside the anomaly table (BigQuery for Looker Studio; the same SQL runs on DuckDB).
+ANOMALY_VIEW = "windows_with_anomalies"
+
+
+def windows_with_anomalies_sql(windows: str, anomalies: str) -> str:
+    """Each run's windows, final pane (its highest pane_index), with the anomalies that run
+    found in them: how many, the highest score and which series / metrics — one row per run
+    and window, ready for a time-series chart. ``windows`` and ``anomalies`` are quoted table references
+    (`` `project.dataset.table` `` in BigQuery, ``"table"`` in DuckDB)."""
+    return f"""SELECT
+  w.run_id, w.window_start_time, w.window_end_time, w.total_transactions, w.total_amount_sum,
+  w.avg_transaction_amount, w.min_amount, w.max_amount, w.pane_timing, w.pane_index,
+  COALESCE(a.anomalies, 0) AS anomalies, a.max_score, a.anomaly_series
+FROM (
+  SELECT *, ROW_NUMBER() OVER (
+    PARTITION BY run_id, window_start_time, window_end_time ORDER BY pane_index DESC)
+    AS final_rank
+  FROM {windows}
+) AS w
+LEFT JOIN (
+  SELECT run_id, window_start_time, window_end_time, COUNT(*) AS anomalies,
+    MAX(score) AS max_score,
+    STRING_AGG(COALESCE(dimension || '=' || dimension_value, 'all') || ' ' || metric, ', '
+               ORDER BY score DESC) AS anomaly_series
+  FROM {anomalies}
+  GROUP BY run_id, window_start_time, window_end_time
+) AS a
+ON a.run_id = w.run_id AND a.window_start_time = w.window_start_time AND a.window_end_time = w.window_end_time
+WHERE w.final_rank = 1"""

@@ -18,6 +18,12 @@ up they are dropped, while the pipeline is behind they may still count. ``lost``
 else missing; it must be 0. A second Ctrl+C cancels at once.
 
 Without the emulator the same pipeline reads the same stream from a TestStream in-process.
+
+Anomaly detection runs too (txpipe.anomaly): each anomaly found prints an ``ALERT`` line as it
+reaches the warehouse, and the run ends with ``ANOMALIES found=N``. ``DEMO_ANOMALIES=default``
+(or a list of scenarios) has the simulator inject labelled ones; a series is scored after
+``ANOMALY_WARMUP`` windows (20: ten minutes of 30 s windows), so try e.g.
+``WINDOW_SIZE_SECONDS=10 ANOMALY_WARMUP=10 DEMO_SECONDS=300 DEMO_ANOMALIES=default make demo``.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class DemoConfig:
     local_dir: Path = Path(".local")
     #: The local read's estimation band (the watermark trails the clock by it once caught up).
     band_seconds: float = 10.0
+    anomalies: tuple[str, ...] = ()  # simulator scenarios to inject (DEMO_ANOMALIES)
 
     def simulation(self, settings):
         """The simulator's config: late events sent well after their window closed, jitter well
@@ -72,7 +79,8 @@ class DemoConfig:
             seed=self.seed, rate=self.rate, duration=self.seconds,
             duplicate_rate=self.duplicate_rate, malformed_rate=self.malformed_rate,
             late_rate=self.late_rate, late_seconds=window + lateness + LATE_MARGIN_SECONDS,
-            jitter_seconds=jitter, window_size=window,
+            jitter_seconds=jitter, window_size=window, anomalies=self.anomalies,
+            anomaly_rate=0.1, anomaly_warmup=settings.anomaly_warmup,
         )
 
 
@@ -258,6 +266,65 @@ def read_warehouse(path: str, settings, columns: str = "*") -> tuple[list[dict],
         con.close()
 
 
+def read_anomalies(path: str, settings) -> list[dict]:
+    """The anomaly table's rows, oldest window first; empty before the first one."""
+    import duckdb
+
+    from txpipe.sinks.duckdb import connect
+
+    if not Path(path).exists():
+        return []
+    try:  # the pipeline's writer may hold the file this instant: the next look gets them
+        con = connect(path)
+    except duckdb.Error:
+        return []
+    try:
+        cursor = con.execute(f'SELECT * FROM "{settings.bigquery_anomaly_table_id}" '
+                             "ORDER BY window_start_time, dimension NULLS FIRST, metric")
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    except duckdb.Error:  # no anomaly table yet
+        return []
+    finally:
+        con.close()
+
+
+class Alerts:
+    """Prints one ``ALERT`` line per anomaly row, the first time it is seen."""
+
+    def __init__(self, say: Callable[[str], None] = print):
+        self.say = say
+        self.seen: set[tuple] = set()
+
+    def check(self, rows: Sequence[dict]) -> None:
+        for row in rows:
+            key = (row["window_start_time"], row["dimension"], row["dimension_value"],
+                   row["metric"])
+            if key not in self.seen:
+                self.seen.add(key)
+                self.say(alert_line(row))
+
+
+def alert_line(row: dict) -> str:
+    series = (f"{row['dimension']}={row['dimension_value']}" if row["dimension"]
+              else "whole stream")
+    value = Decimal(row["value"])
+    shown = f"{int(value):,}" if row["metric"] == "total_transactions" else f"{value:,.2f}"
+    return (f"ALERT anomaly in window {row['window_start_time']:%H:%M:%S}–"
+            f"{row['window_end_time']:%H:%M:%S} UTC: {series} {row['metric']}={shown} "
+            f"score {row['score']:.1f} >= {row['threshold']:g} ({row['detector']})")
+
+
+def anomaly_summary(rows: Sequence[dict], published) -> str:
+    """``ANOMALIES found=N``, scored against the simulator's labels when it injected any."""
+    line = f"ANOMALIES found={len(rows)}"
+    if published is not None and published.anomalies:
+        quality = published.score_anomalies(rows)
+        line += (f" injected={quality.injected} precision={quality.precision:.2f} "
+                 f"recall={quality.recall:.2f}")
+    return line
+
+
 def fresh_warehouse(path: Path) -> None:
     """The demo's reconciliation needs a warehouse of this run only: an older one is kept aside."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -340,12 +407,14 @@ STALL_SECONDS = 30.0
 
 def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
              say: Callable[[str], None] = print,
-             during: Callable[[float], None] | None = None) -> RunResult:
+             during: Callable[[float], None] | None = None,
+             alerts: Alerts | None = None) -> RunResult:
     """Publish to the emulator while the streaming pipeline fills the warehouse; when publishing
     ends (or on Ctrl+C / SIGTERM) let the read catch up, drain, reconcile. A second signal
     cancels at once.
 
-    ``during(elapsed)`` is called about once a second while publishing (tests inject faults).
+    ``during(elapsed)`` is called about once a second while publishing (tests inject faults);
+    ``alerts`` prints the anomalies found as they reach the warehouse.
     """
     import apache_beam as beam
 
@@ -411,6 +480,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
                     say(f"  {elapsed:5.0f} s: {expect.published.messages:,} messages acknowledged, "
                         f"{handle.session.pulled:,} read, {len(arrivals.first_seen)} windows in "
                         "the warehouse")
+                    if alerts is not None and settings.anomalies:
+                        alerts.check(read_anomalies(warehouse, settings))
             if "error" in outcome:
                 raise DemoError(f"the simulator failed: {outcome['error']}")
             stats = outcome["stats"]
@@ -618,6 +689,7 @@ def demo_settings(run_id: str, **overrides):
         "pubsub_topic_id": f"{settings.pubsub_topic_id}-demo-{run_id}",
         "pubsub_subscription_id": f"{settings.pubsub_subscription_id}-demo-{run_id}",
         "pubsub_dead_letter_topic_id": f"{settings.pubsub_dead_letter_topic_id}-demo-{run_id}",
+        "anomalies": True,
     })
 
 
@@ -651,11 +723,18 @@ def main(argv: list[str] | None = None) -> int:
     from txpipe import logs
 
     logs.configure("WARNING")
-    cfg = DemoConfig(seconds=seconds, rate=rate, seed=args.seed)
+    anomalies = tuple(filter(None, os.environ.get("DEMO_ANOMALIES", "").split(",")))
+    try:
+        cfg = DemoConfig(seconds=seconds, rate=rate, seed=args.seed, anomalies=anomalies)
+        cfg.simulation(settings)
+    except ValueError as exc:  # a scenario the simulator does not know
+        print(f"txpipe demo: DEMO_ANOMALIES: {exc}", file=sys.stderr)
+        return 2
     local_dir = cfg.local_dir
     warehouse = local_dir / Path(settings.warehouse_path).name
     fresh_warehouse(warehouse)
     emulator = None
+    alerts = Alerts()
     try:
         if args.in_process or local.find_pubsub_launcher() is None:
             if not args.in_process:
@@ -672,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
                 emulator.start()
                 host = emulator.emulator_host
                 print(f"started the Pub/Sub emulator: pid {emulator.pid}, {host}")
-            outcome = run_live(cfg, settings, host, str(warehouse))
+            outcome = run_live(cfg, settings, host, str(warehouse), alerts=alerts)
     except KeyboardInterrupt:
         print("txpipe demo: interrupted", file=sys.stderr)
         return 130
@@ -701,6 +780,10 @@ def main(argv: list[str] | None = None) -> int:
               f"max={figures[2]:.1f}s over {figures[3]} windows fired by the watermark")
     if outcome.cancelled:
         print(f"txpipe demo: {outcome.cancelled}", file=sys.stderr)
+    if settings.anomalies:
+        found = read_anomalies(str(warehouse), settings)
+        alerts.check(found)
+        print(anomaly_summary(found, outcome.published))
     print(conservation.line())
     if outcome.cancelled:
         return 130

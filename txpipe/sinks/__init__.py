@@ -1,5 +1,5 @@
-"""Where rows go. Every sink writes the window rows, the per-dimension rows and the dead
-letters, each to a destination of its own, from the one schema in :mod:`txpipe.schema`, under
+"""Where rows go. Every sink writes the window rows, the per-dimension rows, the dead
+letters and the anomalies, each to a destination of its own, from the one schema in :mod:`txpipe.schema`, under
 the run's identity (:mod:`txpipe.sinks.identity`)."""
 
 from typing import Protocol, runtime_checkable
@@ -25,6 +25,8 @@ class Sink(Protocol):
     def dimension_stats(self, run: RunIdentity) -> beam.PTransform: ...
 
     def dead_letters(self, run: RunIdentity) -> beam.PTransform: ...
+
+    def anomalies(self, run: RunIdentity) -> beam.PTransform: ...
 
 
 __all__ = ["BigQuerySink", "DuckDBSink", "IdentifyDeadLetters", "JsonlSink", "RunIdentity",

@@ -47,6 +47,7 @@ from txpipe import metrics
 from txpipe.config import BigQueryMethod
 from txpipe.contract import MAX_PAYLOAD_CHARS
 from txpipe.schema import (
+    ANOMALIES,
     BIGQUERY_REJECTED,
     DEAD_LETTERS,
     DIMENSION_STATS,
@@ -87,12 +88,14 @@ class BigQuerySink:
     dead_letter_table: str
     dimension_table: str | None = None
     method: BigQueryMethod | None = None
+    anomaly_table: str | None = None
 
     @classmethod
     def from_settings(cls, settings) -> BigQuerySink:
         return cls(table=settings.bigquery_table,
                    dead_letter_table=settings.bigquery_dead_letter_table,
-                   method=settings.bigquery_method)
+                   method=settings.bigquery_method,
+                   anomaly_table=settings.bigquery_anomaly_table)
 
     def windows(self, run: RunIdentity) -> beam.PTransform:
         return WriteTable(self.table, WINDOW_STATS, self.method, run.stamp)
@@ -103,6 +106,10 @@ class BigQuerySink:
 
     def dead_letters(self, run: RunIdentity) -> beam.PTransform:
         return WriteTable(self.dead_letter_table, DEAD_LETTERS, self.method)
+
+    def anomalies(self, run: RunIdentity) -> beam.PTransform:
+        return WriteTable(self.anomaly_table or self.table.rsplit(".", 1)[0] + ".anomalies",
+                          ANOMALIES, self.method, run.stamp_anomaly)
 
 
 class WriteTable(beam.PTransform):
@@ -134,7 +141,7 @@ class WriteTable(beam.PTransform):
         if method is BigQueryMethod.FILE_LOADS:
             return None
         refused = written.failed_rows_with_errors
-        if self.table is DEAD_LETTERS:
+        if self.table == DEAD_LETTERS:
             refused | "Unwritten" >> beam.ParDo(LogUnwrittenFn(self.table_spec))
             return None
         return (refused

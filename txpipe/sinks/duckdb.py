@@ -25,7 +25,16 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.transforms import window
 
-from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table, dimension_table_name
+from txpipe.schema import (
+    ANOMALIES,
+    ANOMALY_VIEW,
+    DEAD_LETTERS,
+    DIMENSION_STATS,
+    WINDOW_STATS,
+    Table,
+    dimension_table_name,
+    windows_with_anomalies_sql,
+)
 from txpipe.sinks.identity import RunIdentity
 
 #: How long a writer retries a file another process holds, once the run has started.
@@ -74,16 +83,19 @@ class DuckDBSink:
     path: str
     table: str = "hourly_sales_aggregation"
     dead_letter_table: str = "dead_letters"
+    anomaly_table: str = "anomalies"
 
     @property
     def dimension_table(self) -> str:
         return dimension_table_name(self.table)
 
-    def tables(self, dimensions: bool = False) -> list[tuple[Table, str]]:
+    def tables(self, dimensions: bool = False,
+               anomalies: bool = False) -> list[tuple[Table, str]]:
         """The warehouse's tables with their names here: windows and dead letters always, the
-        per-dimension table when a run breaks down."""
+        per-dimension table when a run breaks down, the anomaly table when it detects."""
         return [(WINDOW_STATS, self.table), (DEAD_LETTERS, self.dead_letter_table)] + (
-            [(DIMENSION_STATS, self.dimension_table)] if dimensions else [])
+            [(DIMENSION_STATS, self.dimension_table)] if dimensions else []) + (
+            [(ANOMALIES, self.anomaly_table)] if anomalies else [])
 
     def windows(self, run: RunIdentity) -> beam.PTransform:
         return WriteDuckDB(self, WINDOW_STATS, self.table, run.stamp)
@@ -94,13 +106,16 @@ class DuckDBSink:
     def dead_letters(self, run: RunIdentity) -> beam.PTransform:
         return WriteDuckDB(self, DEAD_LETTERS, self.dead_letter_table)
 
-    def ensure_schema(self, con, dimensions: bool = False) -> None:
-        """Create what is missing (tables, totals views); refuse a table of another layout."""
-        with _SCHEMA_LOCK:
-            self._ensure_schema(con, dimensions)
+    def anomalies(self, run: RunIdentity) -> beam.PTransform:
+        return WriteDuckDB(self, ANOMALIES, self.anomaly_table, run.stamp_anomaly)
 
-    def _ensure_schema(self, con, dimensions: bool) -> None:
-        for table, name in self.tables(dimensions):
+    def ensure_schema(self, con, dimensions: bool = False, anomalies: bool = False) -> None:
+        """Create what is missing (tables, views); refuse a table of another layout."""
+        with _SCHEMA_LOCK:
+            self._ensure_schema(con, dimensions, anomalies)
+
+    def _ensure_schema(self, con, dimensions: bool, anomalies: bool) -> None:
+        for table, name in self.tables(dimensions, anomalies):
             con.execute(table.duckdb_ddl(name))
             have = [r[0] for r in con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
@@ -114,8 +129,11 @@ class DuckDBSink:
             if table.totals_view:
                 con.execute(f'CREATE OR REPLACE VIEW "{table.totals_view}" AS\n'
                             + table.totals_sql(f'"{name}"'))
+        if anomalies:
+            con.execute(f'CREATE OR REPLACE VIEW "{ANOMALY_VIEW}" AS\n'
+                        + windows_with_anomalies_sql(f'"{self.table}"', f'"{self.anomaly_table}"'))
 
-    def check(self, dimensions: bool = False, wait_seconds: float = 20.0,
+    def check(self, dimensions: bool = False, anomalies: bool = False, wait_seconds: float = 20.0,
               progress: Callable[[str], None] | None = None) -> None:
         """Open the file as the writer will (before any data is read): it must be a DuckDB
         database, not held by another process beyond ``wait_seconds``, and of this layout.
@@ -147,7 +165,7 @@ class DuckDBSink:
                 time.sleep(0.25)
         try:
             con.execute("SET TimeZone='UTC'")
-            self.ensure_schema(con, dimensions)
+            self.ensure_schema(con, dimensions, anomalies)
         except duckdb.Error as exc:
             raise WarehouseError(f"{self.path}: {' '.join(str(exc).split())[:200]}") from None
         finally:
@@ -178,7 +196,8 @@ class _WriteBatchFn(beam.DoFn):
                     con.execute(insert)
                 except (duckdb.CatalogException, duckdb.BinderException):
                     # no such table yet, or one of another layout (refused in one line)
-                    self.sink.ensure_schema(con, dimensions=self.table is DIMENSION_STATS)
+                    self.sink.ensure_schema(con, dimensions=self.table == DIMENSION_STATS,
+                                            anomalies=self.table == ANOMALIES)
                     con.execute(insert)
             finally:
                 con.close()

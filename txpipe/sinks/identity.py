@@ -15,6 +15,8 @@ retried bundle, a rerun — changes nothing:
 Every run's panes per window add up in the totals view (``window_totals``), exact as long as
 no two runs counted the same transaction (see docs/dataflow.md, Restarts).
 
+**Anomalies** are keyed by ``anomaly_id`` = hash(run, window, series, metric, detector).
+
 **Dead letters** have no key of their own: each gets ``dead_letter_id`` = hash(run, reason,
 payload, occurrence), where occurrence numbers identical payloads within the run (two copies
 of one bad message are two dead letters; a rerun numbers them the same way).
@@ -49,6 +51,10 @@ class RunIdentity:
     def stamp(self, row: dict) -> dict:
         """A statistics row with its run (schema.WINDOW_STATS / DIMENSION_STATS)."""
         return {**row, "run_id": self.run_id, "accumulation": self.accumulation}
+
+    def stamp_anomaly(self, row: dict) -> dict:
+        """An anomaly row (schema.ANOMALIES) with its run and its identity in the run."""
+        return {**row, "run_id": self.run_id, "anomaly_id": anomaly_id(self.run_id, row)}
 
     @classmethod
     def for_run(cls, settings, source=None, breakdown: str | None = None) -> RunIdentity:
@@ -119,6 +125,14 @@ def _digest(data: bytes) -> str:
 def content_key(run_id: str, row: dict) -> str:
     """Which dead letters are copies of each other within a run."""
     return _digest(f"{run_id}\x00{row['reason']}\x00{row['payload']}".encode())
+
+
+def anomaly_id(run_id: str, row: dict) -> str:
+    """The run, the window, the series (dimension and value), the metric and the detector."""
+    start, end = row["window_start_time"], row["window_end_time"]
+    parts = (run_id, start.isoformat(), end.isoformat(), row.get("dimension") or "",
+             row.get("dimension_value") or "", row["metric"], row["detector"])
+    return _digest("\x1f".join(parts).encode())
 
 
 def dead_letter_id(key: str, occurrence: int) -> str:

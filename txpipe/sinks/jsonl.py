@@ -10,13 +10,14 @@ runs are the same query as the warehouses' ``window_totals`` view, over the file
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.transforms import window
 
-from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
+from txpipe.schema import ANOMALIES, DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
 from txpipe.sinks.identity import RunIdentity
 
 
@@ -30,14 +31,15 @@ class WriteJsonl(beam.PTransform):
     """
 
     def __init__(self, prefix: str, table: Table, streaming: bool, run: RunIdentity,
-                 suffix: str = ".jsonl", stamp: bool = True):
+                 suffix: str = ".jsonl", stamp: bool | Callable[[dict], dict] = True):
         super().__init__()
         self.prefix, self.table, self.streaming, self.suffix = prefix, table, streaming, suffix
         self.run, self.stamp = run, stamp
 
     def expand(self, rows):
-        if self.stamp:
-            rows = rows | "Identify" >> beam.Map(self.run.stamp)
+        if self.stamp:  # True: a statistics row's stamp
+            stamp = self.run.stamp if self.stamp is True else self.stamp
+            rows = rows | "Identify" >> beam.Map(stamp)
         lines = rows | "ToJson" >> beam.Map(self.table.to_jsonl)
         prefix = f"{self.prefix}-{self.run.run_id}"
         if not self.streaming:
@@ -60,6 +62,7 @@ class JsonlSink:
     dead_letter_output: str
     dimension_output: str | None = None
     streaming: bool = False
+    anomaly_output: str | None = None
 
     def windows(self, run: RunIdentity) -> beam.PTransform:
         return WriteJsonl(self.output, WINDOW_STATS, self.streaming, run)
@@ -71,3 +74,7 @@ class JsonlSink:
     def dead_letters(self, run: RunIdentity) -> beam.PTransform:
         return WriteJsonl(self.dead_letter_output, DEAD_LETTERS, self.streaming, run,
                           ".dead-letters.jsonl", stamp=False)
+
+    def anomalies(self, run: RunIdentity) -> beam.PTransform:
+        return WriteJsonl(self.anomaly_output or f"{self.output}-anomalies", ANOMALIES,
+                          self.streaming, run, ".anomalies.jsonl", stamp=run.stamp_anomaly)
