@@ -118,16 +118,16 @@ def test_watermarks_that_follow_the_data_or_know_it():
     assert list(nb.position_in_window(frame, 30)) == [10.0, 10.0, 1.0]
 
 
-def test_collected_brings_a_runs_rows_back():
+def test_bucket_brings_a_runs_rows_back():
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    first, second = nb.Collected(), nb.Collected()
+    first, second = nb.Bucket("first"), nb.Bucket("second")
     with beam.Pipeline(options=PipelineOptions([])) as p:
-        numbers = p | beam.Create([1, 2, 3])
-        numbers | "Double" >> beam.Map(lambda n: {"n": 2 * n}) | first.keep("KeepFirst")
-        numbers | second.keep("KeepSecond")
-    assert sorted(first.frame()["n"]) == [2, 4, 6]
+        numbers = p | beam.Create([3, 1, 2])
+        numbers | "Double" >> beam.Map(lambda n: {"n": 2 * n}) | "KeepFirst" >> first.keep()
+        numbers | "KeepSecond" >> second.keep()
+    assert list(first.frame(sort=("n",))["n"]) == [2, 4, 6]
     assert sorted(second.rows()) == [1, 2, 3]
 
 

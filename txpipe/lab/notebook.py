@@ -318,29 +318,32 @@ def _short(name: str, width: int = 28) -> str:
     return name if len(name) <= width else name[:width - 1] + "…"
 
 
-class Collected:
-    """Rows a pipeline on the (local) DirectRunner hands back to the notebook — the only
-    boilerplate a TestStream run needs, since ``ib.collect`` cannot run a TestStream.
+@dataclass
+class Bucket:
+    """Rows a pipeline on a local runner hands back to the notebook — the only boilerplate a
+    DirectRunner run needs, since ``ib.collect`` cannot run a TestStream.
 
-    ``pcoll | collected.keep()`` in the pipeline, then ``collected.frame()`` after the run.
+    ``pcoll | "Keep" >> bucket.keep()`` in the pipeline, then ``bucket.frame()`` after the run.
     Works because this module's functions are pickled by reference: the rows land here.
     """
 
-    def __init__(self) -> None:
-        self.run_id = next(_RUN_IDS)
+    name: str
+    key: int = field(default_factory=lambda: next(_RUN_IDS))
 
-    def keep(self, label: str = "Keep"):
+    def keep(self):
         import apache_beam as beam
 
-        return label >> beam.Map(_keep, self.run_id)
+        return beam.Map(_keep, self.key)
 
     def rows(self) -> list:
         with _RESULTS_LOCK:
-            return list(_RESULTS.get(self.run_id, []))
+            return list(_RESULTS.get(self.key, []))
 
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows())
-
+    def frame(self, sort: tuple[str, ...] = ("window_start_time",)) -> pd.DataFrame:
+        """The rows as a DataFrame, sorted by the ``sort`` columns it has (else as they came)."""
+        frame = pd.DataFrame(self.rows())
+        columns = [c for c in sort if c in frame]
+        return frame.sort_values(columns).reset_index(drop=True) if columns else frame
 
 
 def interactive_pipeline():
