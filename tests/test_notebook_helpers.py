@@ -97,3 +97,61 @@ def test_scenario_panes_are_placed_and_both_modes_agree():
         assert fates["d"] == "too late, dropped"
     assert totals[Accumulation.ACCUMULATING] == [2, 2, 3]
     assert totals[Accumulation.DISCARDING] == [2, 0, 1]
+
+
+def test_watermarks_that_follow_the_data_or_know_it():
+    start = nb.NOTEBOOK_START
+    frame = pd.DataFrame({
+        "event_time": pd.to_datetime([start + timedelta(seconds=s) for s in (10, 40, 1)]),
+        "sent_at": pd.to_datetime([start + timedelta(seconds=s) for s in (12, 42, 50)]),
+    })
+    # The wall clock and a watermark 5 s behind the newest event both find the 1 s event late.
+    assert list(nb.lateness(frame, 30, 30)) == ["on_time", "on_time", "late"]
+    following = nb.data_watermark(frame, holdback_seconds=5)
+    assert list(following - start) == [pd.Timedelta(seconds=s) for s in (5, 35, 35)]
+    assert list(nb.lateness(frame, 30, 30, watermark=following)) == ["on_time", "on_time", "late"]
+    # The perfect watermark waits for it: nothing is late, and no window closes before it came.
+    perfect = nb.perfect_watermark(frame)
+    assert list(nb.lateness(frame, 30, 30, watermark=perfect)) == ["on_time"] * 3
+    assert nb.window_close_delay(frame, perfect, 30).empty
+    assert nb.window_close_delay(frame, following, 30).to_dict() == {start: 12.0}
+    assert list(nb.position_in_window(frame, 30)) == [10.0, 10.0, 1.0]
+
+
+def test_bucket_brings_a_runs_rows_back():
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    first, second = nb.Bucket("first"), nb.Bucket("second")
+    with beam.Pipeline(options=PipelineOptions([])) as p:
+        numbers = p | beam.Create([3, 1, 2])
+        numbers | "Double" >> beam.Map(lambda n: {"n": 2 * n}) | "KeepFirst" >> first.keep()
+        numbers | "KeepSecond" >> second.keep()
+    assert list(first.frame(sort=("n",))["n"]) == [2, 4, 6]
+    assert sorted(second.rows()) == [1, 2, 3]
+
+
+def test_plot_graph_draws_each_step_and_its_edges():
+    import apache_beam as beam
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    p = beam.Pipeline(options=PipelineOptions([]))
+    numbers = p | "Read" >> beam.Create([1])
+    numbers | "Left" >> beam.Map(str)
+    numbers | "Right" >> beam.Map(repr)
+    fig = nb.plot_graph(p)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert sorted(t.split("\n")[0] for t in texts if t) == ["Left", "Read", "Right"]
+    assert texts.count("") == 2  # the arrows: Read -> Left, Read -> Right
+    assert len(fig.axes[0].patches) == 3  # one box per step
+
+
+def test_live_stack_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("TXPIPE_NOTEBOOK_EMULATOR", "off")
+    stack = nb.LiveStack.connect()
+    assert not stack.available
+    assert "TXPIPE_NOTEBOOK_EMULATOR=off" in stack.status
+    assert stack.stop() == "nothing to stop"

@@ -6,47 +6,11 @@ The Beam code itself stays in the notebook's cells; these only move rows and dra
 
 from __future__ import annotations
 
-import itertools
-import threading
-from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import pandas as pd
 
-_ROWS: dict[int, list] = defaultdict(list)
-_LOCK = threading.Lock()
-_IDS = itertools.count()
-
-
-def _keep(row: Any, key: int) -> None:
-    with _LOCK:
-        _ROWS[key].append(row)
-
-
-@dataclass
-class Bucket:
-    """Where ``beam.Map(bucket.keep)``-style steps put a PCollection's elements on a local
-    runner: functions of this module are pickled by reference, so the rows land here."""
-
-    name: str
-    key: int = field(default_factory=lambda: next(_IDS))
-
-    def keep(self):
-        import apache_beam as beam
-
-        return beam.Map(_keep, self.key)
-
-    def rows(self) -> list:
-        with _LOCK:
-            return list(_ROWS[self.key])
-
-    def frame(self, sort: tuple[str, ...] = ("window_start_time",)) -> pd.DataFrame:
-        frame = pd.DataFrame(self.rows())
-        columns = [c for c in sort if c in frame]
-        return frame.sort_values(columns).reset_index(drop=True) if columns else frame
-
+from txpipe.lab.notebook import Bucket  # noqa: F401  (one definition; notebook 07 uses lab.Bucket)
 
 SCENARIO_COLOURS = {"volume_spike": "#dd8452", "amount_burst": "#8172b3", "drop_out": "#55a868"}
 

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -85,21 +86,61 @@ def messages_frame(messages: Iterable[Any], start: datetime) -> pd.DataFrame:
     return frame
 
 
-def lateness(frame: pd.DataFrame, window_seconds: int, allowed_lateness_seconds: int) -> pd.Series:
-    """What a watermark that follows the send clock makes of each event.
+def lateness(frame: pd.DataFrame, window_seconds: int, allowed_lateness_seconds: int,
+             watermark: pd.Series | None = None) -> pd.Series:
+    """What a watermark makes of each event, by the window it belongs to.
 
-    ``on_time``: sent before its window closed; ``late``: sent after the window closed but
-    within the allowed lateness (a LATE pane updates the window); ``dropped``: sent after
-    that — the runner drops it. Malformed messages (no event time) get ``None``.
+    ``watermark``: the watermark when each message arrives; by default the send clock itself
+    (the DirectRunner's wall-clock watermark). ``on_time``: the watermark had not passed its
+    window's end; ``late``: it had, but not the end plus the allowed lateness (a LATE pane
+    updates the window); ``dropped``: it had passed that too — the runner drops it.
+    Malformed messages (no event time) get ``None``.
     """
     size = pd.Timedelta(seconds=window_seconds)
     window_end = frame["event_time"].dt.floor(size) + size
     grace = pd.Timedelta(seconds=allowed_lateness_seconds)
+    wm = frame["sent_at"] if watermark is None else watermark
     verdict = pd.Series("on_time", index=frame.index, dtype=object)
-    verdict[frame["sent_at"] >= window_end] = "late"
-    verdict[frame["sent_at"] >= window_end + grace] = "dropped"
+    verdict[wm >= window_end] = "late"
+    verdict[wm >= window_end + grace] = "dropped"
     verdict[frame["event_time"].isna()] = None
     return verdict
+
+
+def data_watermark(frame: pd.DataFrame, holdback_seconds: float) -> pd.Series:
+    """A heuristic watermark that follows the data: the newest event time seen so far, minus
+    a holdback for the disorder one expects (what Dataflow estimates from the backlog)."""
+    newest = frame["event_time"].ffill().cummax()
+    return newest - pd.Timedelta(seconds=holdback_seconds)
+
+
+def perfect_watermark(frame: pd.DataFrame) -> pd.Series:
+    """The watermark an oracle would give: the oldest event time still to arrive (this message
+    included). No event is ever late under it — but it waits for the slowest straggler."""
+    events = frame["event_time"]
+    return events[::-1].cummin()[::-1].ffill()
+
+
+def window_close_delay(frame: pd.DataFrame, watermark: pd.Series, window_seconds: int) -> pd.Series:
+    """Per window: how long after its end (send clock) the watermark passed it — how long the
+    ON_TIME pane waits. Windows that ended before the first message was sent, or that the
+    stream never closes, are left out."""
+    size = pd.Timedelta(seconds=window_seconds)
+    ends = (frame["event_time"].dropna().dt.floor(size) + size).drop_duplicates().sort_values()
+    ends = ends[ends > frame["sent_at"].min()]  # windows that ended before the stream began
+    wm = watermark.cummax()
+    delays = {}
+    for end in ends:
+        passed = frame["sent_at"][wm >= end]
+        if len(passed):
+            delays[end - size] = (passed.iloc[0] - end).total_seconds()
+    return pd.Series(delays, name="seconds after the window end", dtype=float)
+
+
+def position_in_window(frame: pd.DataFrame, window_seconds: int) -> pd.Series:
+    """Seconds from the start of its window to each event."""
+    size = pd.Timedelta(seconds=window_seconds)
+    return (frame["event_time"] - frame["event_time"].dt.floor(size)).dt.total_seconds()
 
 
 def summary_table(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -189,6 +230,122 @@ def decimals_as_text(df: pd.DataFrame) -> pd.DataFrame:
 # --- Interactive Beam in a kernel -------------------------------------------------------------
 
 
+def static_outputs() -> None:
+    """Make Interactive Beam leave only static outputs in the notebook.
+
+    In a notebook frontend Interactive Beam draws progress spinners and tables with JavaScript
+    fetched from CDNs; saved, they show as empty tables and endless "Processing…" on GitHub or
+    in an untrusted JupyterLab. After this call it displays nothing of its own: ``ib.collect``
+    returns a DataFrame that the cell shows as plain HTML. Leave the call out in a live
+    JupyterLab to get its widgets (``ib.show``) back.
+    """
+    import logging
+
+    from apache_beam.runners.interactive import interactive_environment as ie
+    from apache_beam.runners.interactive import utils
+
+    ie.is_in_notebook = lambda: False  # read once, when the environment is first created
+    if ie._interactive_beam_env is not None:
+        ie._interactive_beam_env._is_in_notebook = False
+    utils.ProgressIndicator.__enter__ = lambda self: self
+    utils.ProgressIndicator.__exit__ = lambda self, *exc: False
+    # "limited Interactive Beam features": true, and chosen.
+    logging.getLogger(ie.__name__).setLevel(logging.ERROR)
+
+
+def plot_graph(pipeline, title: str = "", expand: Sequence[str] = ()):
+    """The pipeline's graph as a picture (a PNG that renders anywhere, unlike ``ib.show_graph``,
+    which needs Graphviz and JavaScript): its top-level transforms, left to right, each box
+    listing the steps inside it; the transforms named in ``expand`` are drawn step by step."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    proto = pipeline.to_runner_api()
+    transforms = proto.components.transforms
+    nodes: list[str] = []
+    for root in proto.root_transform_ids:
+        for tid in transforms[root].subtransforms or [root]:
+            if transforms[tid].unique_name in expand:
+                nodes.extend(transforms[tid].subtransforms)
+            else:
+                nodes.append(tid)
+    produced = {pc: n for n in nodes for pc in transforms[n].outputs.values()}
+    edges = sorted({(produced[pc], n) for n in nodes for pc in transforms[n].inputs.values()
+                    if pc in produced and produced[pc] != n})
+    depth: dict[str, int] = {}
+    for n in nodes:  # transforms come in topological order
+        depth[n] = max([depth[a] + 1 for a, b in edges if b == n and a in depth], default=0)
+    columns: dict[int, list[str]] = defaultdict(list)
+    for n in nodes:
+        columns[depth[n]].append(n)
+    width = max(len(columns), 1)
+    height = max(len(c) for c in columns.values()) if columns else 1
+    fig, ax = plt.subplots(figsize=(max(6, 2.6 * width), max(2.2, 1.5 * height)))
+    where = {}
+    for x, col in columns.items():
+        for y, n in enumerate(col):
+            where[n] = (x * 2.6, -(y - (len(col) - 1) / 2) * 1.5)
+    for a, b in edges:
+        (x0, y0), (x1, y1) = where[a], where[b]
+        ax.annotate("", (x1 - 1.05, y1), (x0 + 1.05, y0),
+                    arrowprops={"arrowstyle": "->", "color": "#555", "lw": 1.2})
+    for n, (x, y) in where.items():
+        t = transforms[n]
+        inside = [_short(transforms[s].unique_name) for s in t.subtransforms]
+        label = _short(t.unique_name)
+        if inside:
+            shown = inside if len(inside) <= 4 else inside[:3] + [f"… {len(inside) - 3} more"]
+            label += "\n" + "\n".join(f"· {i}" for i in shown)
+        ax.add_patch(FancyBboxPatch((x - 1.0, y - 0.6), 2.0, 1.2, boxstyle="round,pad=0.02",
+                                    facecolor="#e6eef7", edgecolor="#1f3b73"))
+        ax.text(x, y, label, ha="center", va="center", fontsize=7.5)
+    xs = [x for x, _ in where.values()] or [0]
+    ys = [y for _, y in where.values()] or [0]
+    ax.set_xlim(min(xs) - 1.2, max(xs) + 1.2)
+    ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _short(name: str, width: int = 28) -> str:
+    """A transform's own name: no parent path, no Interactive Beam "[cell]: " prefix."""
+    import re
+
+    name = re.sub(r"^\[\d+\]: ", "", name.rsplit("/", 1)[-1])
+    return name if len(name) <= width else name[:width - 1] + "…"
+
+
+@dataclass
+class Bucket:
+    """Rows a pipeline on a local runner hands back to the notebook — the only boilerplate a
+    DirectRunner run needs, since ``ib.collect`` cannot run a TestStream.
+
+    ``pcoll | "Keep" >> bucket.keep()`` in the pipeline, then ``bucket.frame()`` after the run.
+    Works because this module's functions are pickled by reference: the rows land here.
+    """
+
+    name: str
+    key: int = field(default_factory=lambda: next(_RUN_IDS))
+
+    def keep(self):
+        import apache_beam as beam
+
+        return beam.Map(_keep, self.key)
+
+    def rows(self) -> list:
+        with _RESULTS_LOCK:
+            return list(_RESULTS.get(self.key, []))
+
+    def frame(self, sort: tuple[str, ...] = ("window_start_time",)) -> pd.DataFrame:
+        """The rows as a DataFrame, sorted by the ``sort`` columns it has (else as they came)."""
+        frame = pd.DataFrame(self.rows())
+        columns = [c for c in sort if c in frame]
+        return frame.sort_values(columns).reset_index(drop=True) if columns else frame
+
+
 def interactive_pipeline():
     """A pipeline on the InteractiveRunner for bounded data, ready for ``ib.show`` / ``collect``.
 
@@ -274,6 +431,92 @@ def plot_windows(table: pd.DataFrame, title: str = "window statistics"):
     ax_band.legend(loc="upper left", fontsize=8)
     ax_band.set_xlabel("window start (UTC)")
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_window_kinds(events: pd.DataFrame, fixed: int, sliding: tuple[int, int], gap: int,
+                      title: str = ""):
+    """One row per kind of window over the same events (event time, x): the fixed windows,
+    the sliding windows (staggered so overlaps show) and the sessions with the given gap, each
+    window a bar labelled with how many of the events it holds."""
+    import matplotlib.pyplot as plt
+
+    times = events["event_time"].dropna().sort_values()
+    t0 = times.min().floor(f"{fixed}s")
+    secs = ((times - t0).dt.total_seconds()).to_numpy()
+    size, period = sliding
+    rows: list[tuple[str, list[tuple[float, float]]]] = []
+    rows.append((f"fixed {fixed}s", sorted({(s // fixed * fixed, s // fixed * fixed + fixed)
+                                             for s in secs})))
+    slides = set()
+    for s in secs:
+        last = s // period * period
+        for start in range(int(last) - size + period, int(last) + 1, period):
+            slides.add((float(start), float(start + size)))
+    rows.append((f"sliding {size}s every {period}s", sorted(slides)))
+    sessions, lo, hi = [], secs[0], secs[0]
+    for s in secs[1:]:
+        if s - hi >= gap:
+            sessions.append((lo, hi + gap))
+            lo = s
+        hi = s
+    sessions.append((lo, hi + gap))
+    rows.append((f"sessions, gap {gap}s", sessions))
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    colors = ["#4c72b0", "#dd8452", "#55a868"]
+    for y, (name, spans) in enumerate(reversed(rows)):
+        color = colors[len(rows) - 1 - y]
+        for i, (a, b) in enumerate(spans):
+            n = int(((secs >= a) & (secs < b)).sum())
+            offset = 0.18 * (i % 2) if "sliding" in name else 0
+            ax.barh(y + offset - 0.09 * ("sliding" in name), b - a, left=a, height=0.3,
+                    color=color, alpha=0.55, edgecolor="black", lw=0.6)
+            ax.text((a + b) / 2, y + offset - 0.09 * ("sliding" in name), str(n), ha="center",
+                    va="center", fontsize=7)
+    ax.scatter(secs, [len(rows) - 0.45] * len(secs), marker="|", s=120, color="black",
+               label="transactions (event time)")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([name for name, _ in reversed(rows)])
+    ax.set_xlabel(f"event time (s after {t0:%H:%M:%S} UTC)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylim(-0.6, len(rows) - 0.2)
+    ax.set_title(title or "three kinds of window, same events", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_panes(panes: pd.DataFrame, title: str = "panes as they were written"):
+    """Panes of a live job over wall-clock time: one row per window (y), each pane a marker at
+    the time it was processed (x), coloured by its timing and labelled with its count — how a
+    window's result evolves EARLY → ON_TIME → LATE."""
+    import matplotlib.pyplot as plt
+
+    df = panes.copy()
+    df["processed_at"] = pd.to_datetime(df["processed_at"], utc=True)
+    df["window_start_time"] = pd.to_datetime(df["window_start_time"], utc=True)
+    t0 = df["processed_at"].min()
+    df["x"] = (df["processed_at"] - t0).dt.total_seconds()
+    starts = sorted(df["window_start_time"].unique())
+    row = {w: i for i, w in enumerate(starts)}
+    colors = {"EARLY": "#55a868", "ON_TIME": "#1f3b73", "LATE": "#dd8452"}
+    fig, ax = plt.subplots(figsize=(10, max(2.5, 0.45 * len(starts) + 1.2)))
+    for w, group in df.groupby("window_start_time"):
+        group = group.sort_values("pane_index")
+        y = row[w]
+        ax.plot(group["x"], [y] * len(group), color="#bbb", lw=1, zorder=1)
+        for _, pane in group.iterrows():
+            ax.scatter(pane["x"], y, color=colors.get(pane["pane_timing"], "gray"), s=40, zorder=2)
+            ax.annotate(str(int(pane["total_transactions"])), (pane["x"], y), fontsize=6.5,
+                        xytext=(0, 5), textcoords="offset points", ha="center")
+    for timing, color in colors.items():
+        ax.scatter([], [], color=color, label=timing)
+    ax.set_yticks(range(len(starts)))
+    ax.set_yticklabels([pd.Timestamp(w).strftime("%H:%M:%S") for w in starts], fontsize=7)
+    ax.set_ylabel("window start (UTC)")
+    ax.set_xlabel(f"processed (s after {t0:%H:%M:%S} UTC)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -640,8 +883,9 @@ class LiveStack:
 
     :meth:`connect` uses the emulator ``PUBSUB_EMULATOR_HOST`` names when it answers; else it
     starts one on a free port through :class:`txpipe.lab.local.PubSubEmulator` (stopped, by PID,
-    in :meth:`stop`); when neither is possible :attr:`available` is False and :attr:`status`
-    says why, so the notebook's cells can skip cleanly. :meth:`run` starts a streaming job with
+    in :meth:`stop`); when neither is possible, or ``TXPIPE_NOTEBOOK_EMULATOR=off`` is set,
+    :attr:`available` is False and :attr:`status` says why, so the notebook's cells can skip
+    cleanly. :meth:`run` starts a streaming job with
     the lab's local read (the watermark follows the data; the job drains instead of losing what
     it read), as ``python -m txpipe run`` and the demo do.
     """
@@ -666,6 +910,10 @@ class LiveStack:
         from txpipe.lab.local import EmulatorError, PubSubEmulator
 
         stack = cls()
+        if os.environ.get("TXPIPE_NOTEBOOK_EMULATOR", "").lower() == "off":
+            # How the notebooks are tested as a machine without Java or gcloud runs them.
+            stack.status = "no Pub/Sub emulator: TXPIPE_NOTEBOOK_EMULATOR=off"
+            return stack
         stack._previous_env = os.environ.get("PUBSUB_EMULATOR_HOST")
         host = stack._previous_env
         if host and _answers(host):
@@ -799,6 +1047,14 @@ def job_steps(pipeline_pb_path) -> pd.DataFrame:
             rows.append({"step": top.unique_name, "inside": ", ".join(
                 transforms[s].unique_name.rsplit("/", 1)[-1] for s in top.subtransforms)})
     return pd.DataFrame(rows)
+
+
+def stderr_to(path):
+    """Send fd 2 — Beam's logs and the package build's chatter, from subprocesses too — to a
+    file for the duration of a ``with`` block, as ``export-job`` does."""
+    from txpipe.export import _stderr_to
+
+    return _stderr_to(Path(path))
 
 
 def job_summary(template_path) -> pd.DataFrame:
