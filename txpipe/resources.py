@@ -212,32 +212,11 @@ def bigquery_steps(settings, dimension_table: bool = False, create_dataset: bool
         return ensure
 
     def view(table_id: str, schema) -> Callable[[], str]:
-        def ensure() -> str:
-            ref = f"{project}.{dataset_id}.{schema.totals_view}"
-            query = schema.totals_sql(f"`{project}.{dataset_id}.{table_id}`")
-            # the description carries the query's digest: servers may store the SQL reformatted
-            description = ("per window, every run's panes added up (each stored pane read "
-                           "once): see docs/dataflow.md, Restarts. txpipe "
-                           + hashlib.sha256(query.encode()).hexdigest()[:12])
-            try:
-                found = client.get_table(ref, timeout=timeout, retry=retry)
-            except NotFound:
-                found = None
-            if found is not None:
-                if found.description == description:
-                    return "exists"
-                found.view_query, found.description = query, description
-                client.update_table(found, ["view_query", "description"], timeout=timeout,
-                                    retry=retry)
-                return "updated"
-            created = bigquery.Table(ref)
-            created.view_query, created.description = query, description
-            try:
-                client.create_table(created, timeout=timeout, retry=retry)
-                return "created"
-            except Conflict:
-                return "exists"
-        return ensure
+        return lambda: ensure_view(
+            client, f"{project}.{dataset_id}.{schema.totals_view}",
+            schema.totals_sql(f"`{project}.{dataset_id}.{table_id}`"),
+            "per window, every run's panes added up (each stored pane read once): see "
+            "docs/dataflow.md, Restarts.", timeout, retry)
 
     steps = [
         Step("dataset", f"{project}:{dataset_id}", dataset),
@@ -258,6 +237,32 @@ def bigquery_steps(settings, dimension_table: bool = False, create_dataset: bool
     if anomaly_table:
         steps += _anomaly_steps(settings, client, table, timeout, retry)
     return steps
+
+
+def ensure_view(client, ref: str, query: str, about: str, timeout, retry) -> str:
+    """Create the view ``ref`` or bring its query up to date. Its description carries the
+    query's digest (servers may store the SQL reformatted), which says whether it changed."""
+    from google.api_core.exceptions import Conflict, NotFound
+    from google.cloud import bigquery
+
+    description = f"{about} txpipe {hashlib.sha256(query.encode()).hexdigest()[:12]}"
+    try:
+        found = client.get_table(ref, timeout=timeout, retry=retry)
+    except NotFound:
+        found = None
+    if found is not None:
+        if found.description == description:
+            return "exists"
+        found.view_query, found.description = query, description
+        client.update_table(found, ["view_query", "description"], timeout=timeout, retry=retry)
+        return "updated"
+    created = bigquery.Table(ref)
+    created.view_query, created.description = query, description
+    try:
+        client.create_table(created, timeout=timeout, retry=retry)
+        return "created"
+    except Conflict:
+        return "exists"
 
 
 _LEGACY_TYPES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
@@ -311,8 +316,6 @@ def check_bigquery(settings, dimension_table: bool = False, anomaly_table: bool 
 
 def _anomaly_steps(settings, client, table, timeout, retry) -> list[Step]:
     """The anomaly table and, for Looker Studio, the view of each window with its anomalies."""
-    from google.api_core.exceptions import Conflict, NotFound
-    from google.cloud import bigquery
 
     from txpipe.schema import ANOMALIES, ANOMALY_VIEW, windows_with_anomalies_sql
 
@@ -320,30 +323,11 @@ def _anomaly_steps(settings, client, table, timeout, retry) -> list[Step]:
     view_ref = f"{project}.{dataset_id}.{ANOMALY_VIEW}"
 
     def view() -> str:
-        query = windows_with_anomalies_sql(
-            f"`{project}.{dataset_id}.{settings.bigquery_table_id}`",
-            f"`{project}.{dataset_id}.{settings.bigquery_anomaly_table_id}`")
-        # the description carries the query's digest, as the totals views' do
-        description = ("each run's windows (final pane) with the anomalies found in them. "
-                       "txpipe " + hashlib.sha256(query.encode()).hexdigest()[:12])
-        try:
-            found = client.get_table(view_ref, timeout=timeout, retry=retry)
-        except NotFound:
-            found = None
-        if found is not None:
-            if found.description == description:
-                return "exists"
-            found.view_query, found.description = query, description
-            client.update_table(found, ["view_query", "description"], timeout=timeout,
-                                retry=retry)
-            return "updated"
-        created = bigquery.Table(view_ref)
-        created.view_query, created.description = query, description
-        try:
-            client.create_table(created, timeout=timeout, retry=retry)
-            return "created"
-        except Conflict:
-            return "exists"
+        return ensure_view(
+            client, view_ref, windows_with_anomalies_sql(
+                f"`{project}.{dataset_id}.{settings.bigquery_table_id}`",
+                f"`{project}.{dataset_id}.{settings.bigquery_anomaly_table_id}`"),
+            "each run's windows (final pane) with the anomalies found in them.", timeout, retry)
 
     return [
         Step("anomaly table", settings.bigquery_anomaly_table,
