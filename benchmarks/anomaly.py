@@ -83,9 +83,7 @@ def measure(workdir: Path, hours: float, rate: float, seed: int, breakdown: str 
         command += ["--breakdown", breakdown]
     measured: Measured = run(command).check()
     found = _rows(str(out / "windows-anomalies-*.anomalies.jsonl"))
-    # every table's files share the prefix: the window rows are those of its columns
-    windows = [row for row in _rows(str(out / "windows-*.jsonl"))
-               if "pane_timing" in row and "dimension" not in row and "metric" not in row]
+    windows = _rows(str(out / "windows-*-of-*[0-9].jsonl"))  # PREFIX-<run id>-NNNNN-of-NNNNN
     by_dim = _rows(str(out / f"windows-by-{breakdown}-*.jsonl")) if breakdown else []
     ours = truth.score_anomalies(found)
     base = truth.score_anomalies(moving_average_baseline(windows, by_dim))

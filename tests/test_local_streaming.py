@@ -214,25 +214,33 @@ def _publishing(settings):
     return record, stop, thread
 
 
+def _signalled_run(settings, warehouse: str, after: float, signums, timeout: float):
+    """``run`` streaming from the simulator's live stream, sent ``signums`` ``after`` seconds
+    of streaming: the simulator's record, the exit code, stdout and all of stderr."""
+    record, stop, thread = _publishing(settings)
+    proc = _run_cli(settings, warehouse)
+    try:
+        err = _wait_for_line(proc.stderr, r"streaming on the DirectRunner")
+        time.sleep(after)
+        for signum in signums:
+            proc.send_signal(signum)
+        out, rest = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+        stop.set()
+        thread.join(30)
+    return record, proc.returncode, out, "".join(err) + rest
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stopped_run_drains_every_pulled_transaction_into_the_warehouse(
         pubsub_emulator, tmp_path, signum):
     settings = unique_settings(window_size_seconds=WINDOW)
     pubsub_emulator.ensure_resources(settings)
-    record, stop, thread = _publishing(settings)
     warehouse = str(tmp_path / "w.duckdb")
-    proc = _run_cli(settings, warehouse)
-    try:
-        err = _wait_for_line(proc.stderr, r"streaming on the DirectRunner")
-        time.sleep(4)  # mid-stream: windows open, messages in flight
-        proc.send_signal(signum)
-        out, rest = proc.communicate(timeout=90)
-    finally:
-        proc.kill()
-        stop.set()
-        thread.join(30)
-    err = "".join(err) + rest
-    assert proc.returncode == 0, err[-3000:]
+    # mid-stream: windows open, messages in flight
+    record, returncode, out, err = _signalled_run(settings, warehouse, 4, [signum], 90)
+    assert returncode == 0, err[-3000:]
     assert "draining" in err and "Traceback" not in err
 
     # What the run pulled: everything published but what the subscription still holds.
@@ -256,20 +264,10 @@ def test_a_stopped_run_drains_every_pulled_transaction_into_the_warehouse(
 def test_a_second_signal_cancels_at_once_and_says_what_was_left(pubsub_emulator, tmp_path):
     settings = unique_settings(window_size_seconds=WINDOW)
     pubsub_emulator.ensure_resources(settings)
-    record, stop, thread = _publishing(settings)
-    proc = _run_cli(settings, str(tmp_path / "w.duckdb"))
-    try:
-        err = _wait_for_line(proc.stderr, r"streaming on the DirectRunner")
-        time.sleep(3)
-        proc.send_signal(signal.SIGTERM)  # two different signals: both are delivered
-        proc.send_signal(signal.SIGINT)
-        out, rest = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        stop.set()
-        thread.join(30)
-    err = "".join(err) + rest
-    assert proc.returncode == 130, err[-3000:]
+    # two different signals: both are delivered
+    _, returncode, out, err = _signalled_run(settings, str(tmp_path / "w.duckdb"), 3,
+                                             [signal.SIGTERM, signal.SIGINT], 60)
+    assert returncode == 130, err[-3000:]
     assert "Traceback" not in err
     left = re.search(r"cancelled at once: the pipeline's watermark was at .* UTC; (\d+) pulled "
                      r"message\(s\) with later event times", err)
