@@ -39,6 +39,11 @@ class LocalRun(Protocol):
         """Stop at once; the returned object's ``line()`` says what was left unwritten."""
         ...
 
+    def until_stopped(self, say: Any) -> tuple[str, str | None]:
+        """Run until the end; the first signal drains, a second cancels: (how it ended, what
+        a cancel left)."""
+        ...
+
     def source_counters(self) -> dict[str, int]:
         """What the read counted itself (e.g. messages pulled)."""
         ...
@@ -46,9 +51,7 @@ class LocalRun(Protocol):
 
 @runtime_checkable
 class LocalRunner(Protocol):
-    """What the lab's adaptation offers: whether it applies, its Dedupe, and how it runs."""
-
-    def applies(self, runner: str | None, source: Any) -> bool: ...
+    """What the lab's adaptation offers: its Dedupe, and how it runs."""
 
     def dedupe(self, horizon_seconds: int) -> Any:
         """A Dedupe transform for this runner (None: the runtime's DropDuplicates)."""
@@ -74,10 +77,7 @@ def local_runner() -> LocalRunner | None:
 
 def for_run(runner: str | None, source: Any) -> LocalRunner | None:
     """The local adaptation a run on ``runner`` reading ``source`` should use, if any."""
-    adapter = local_runner() if runner in LOCAL_RUNNERS else None
-    if adapter is None or not adapter.applies(runner, source):
-        return None
-    return adapter
+    return local_runner() if runner in LOCAL_RUNNERS else None
 
 
 class StopSignals:
