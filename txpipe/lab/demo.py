@@ -436,7 +436,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     sink = DuckDBSink(warehouse, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
     build_pipeline(pipeline, settings, source, sink,
                    dedupe=LocalStreaming().dedupe(settings.dedupe_horizon_seconds))
-    handle = live.start(pipeline, spec, band_seconds=cfg.band_seconds, keep_late=True)
+    handle = live.start(pipeline, spec, band_seconds=cfg.band_seconds, keep_late=True,
+                        restart_hold=False)  # its own subscription
     arrivals = Arrivals(warehouse, settings).start()
     started = time.monotonic()
     cancelled = None
