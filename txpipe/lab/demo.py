@@ -442,6 +442,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     build_pipeline(pipeline, settings, source, sink,
                    dedupe=local.dedupe(settings.dedupe_horizon_seconds))
     handle = local.run(pipeline, spec)
+    from txpipe.lab.dashboard import beside  # the live page and the read's progress
+    page = beside(warehouse, handle.session, lambda: expect.published.messages, say)
     arrivals = Arrivals(warehouse, settings).start()
     started = time.monotonic()
     stop = threading.Event()
@@ -509,6 +511,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
         if not handle.done and cancelled is None:
             handle.cancel()
         arrivals.stop()
+        if page is not None:
+            page.stop()
         delete_pubsub(settings, emulator_host)  # this run's topic and subscription only
     if cancelled:
         say(cancelled)
