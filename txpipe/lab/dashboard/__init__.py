@@ -33,10 +33,16 @@ def build_parser() -> OneLineParser:
                     "latest run's windows and panes, dead letters by reason, anomalies, and the "
                     "stream's watermark lag and backlog when the run records them. Refreshes "
                     "every 2 s; works offline.")
-    parser.add_argument("--warehouse", required=True,
+    parser.add_argument("--warehouse",
                         help="the DuckDB file (it may not exist yet: the page waits for it)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free port)")
+    parser.add_argument("--looker-url", action="store_true",
+                        help="print the Looker Studio Linking API URL of the report over the "
+                             "BigQuery views of PROJECT_ID / BIGQUERY_DATASET_ID, and exit "
+                             "(docs/looker-studio.md)")
+    parser.add_argument("--looker-report-id", help="with --looker-url: the saved report to "
+                                                   "open as the template")
     parser.add_argument("--exit-with", type=int, help=argparse.SUPPRESS)  # the demo's pid
     return parser
 
@@ -87,8 +93,11 @@ def _exit_with(pid: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        check_warehouse(args.warehouse)
-        _bind_check(args.port)
+        if not args.looker_url:
+            if not args.warehouse:
+                raise UsageError("--warehouse FILE is required (or --looker-url)")
+            check_warehouse(args.warehouse)
+            _bind_check(args.port)
         from txpipe.config import ConfigError, load_settings
 
         try:
@@ -98,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"txpipe dashboard: {exc}", file=sys.stderr)
         return 2
+    if args.looker_url:
+        from txpipe.lab.dashboard import looker
+
+        print(looker.settings_url(settings, args.looker_report_id))
+        return 0
     if args.exit_with:
         _exit_with(args.exit_with)
     from txpipe.lab.dashboard import app, data
