@@ -437,6 +437,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     build_pipeline(pipeline, settings, source, sink,
                    dedupe=LocalStreaming().dedupe(settings.dedupe_horizon_seconds))
     handle = live.start(pipeline, spec, band_seconds=cfg.band_seconds, keep_late=True)
+    from txpipe.lab.dashboard import beside  # the live page and the read's progress
+    page = beside(warehouse, handle.session, lambda: expect.published.messages, say)
     arrivals = Arrivals(warehouse, settings).start()
     started = time.monotonic()
     cancelled = None
@@ -495,6 +497,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
         if not handle.done and cancelled is None:
             handle.cancel()
         arrivals.stop()
+        if page is not None:
+            page.stop()
         delete_pubsub(settings, emulator_host)  # this run's topic and subscription only
     if cancelled:
         say(cancelled)
