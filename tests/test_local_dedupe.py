@@ -13,6 +13,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing import test_stream
 from apache_beam.utils.timestamp import Timestamp
+from collect import Outputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,18 +33,6 @@ streams = st.lists(ids, min_size=1, max_size=12, unique=True).flatmap(
     lambda pool: st.lists(st.sampled_from(pool), min_size=1, max_size=120))
 
 
-#: What each branch output, by branch name (the DirectRunner runs in this process).
-_OUT: dict[str, list] = {}
-
-
-class _Keep(beam.DoFn):
-    def __init__(self, name: str):
-        self.name = name
-
-    def process(self, tx):
-        _OUT.setdefault(self.name, []).append((tx.transaction_id, tx.amount))
-
-
 def _run(deliveries: list[str], cuts: list[int]):
     stream = test_stream.TestStream()
     txs = [Transaction(tx_id, Decimal(n + 1), T0) for n, tx_id in enumerate(deliveries)]
@@ -58,9 +47,9 @@ def _run(deliveries: list[str], cuts: list[int]):
     options.view_as(StandardOptions).streaming = True
     p = beam.Pipeline(options=options)
     source = p | stream
-    _OUT.clear()
+    out = Outputs()
     for name, dedupe in (("Runtime", DropDuplicates(600)), ("Local", BucketedDropDuplicates(600, 4))):
-        _ = source | name >> dedupe | f"{name}Keep" >> beam.ParDo(_Keep(name))
+        _ = source | name >> dedupe | f"{name}Keep" >> out.keep(name)
     with streaming_metrics():
         result = p.run()
         result.wait_until_finish()
@@ -69,7 +58,9 @@ def _run(deliveries: list[str], cuts: list[int]):
         query = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE)
                                        .with_step(name))
         counters[name] = Counter({c.key.metric.name: c.committed for c in query["counters"]})
-    return dict(_OUT), counters
+    outputs = {name: [(tx.transaction_id, tx.amount) for tx in out[name]]
+               for name in ("Runtime", "Local")}
+    return outputs, counters
 
 
 @settings(deadline=None, max_examples=5)

@@ -28,7 +28,6 @@ reaches the warehouse, and the run ends with ``ANOMALIES found=N``. ``DEMO_ANOMA
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from txpipe.contract import UTC
+from txpipe.errors import OneLineParser, command
 
 LATE_MARGIN_SECONDS = 60
 DEFAULT_SECONDS = 90
@@ -438,6 +438,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
                    dedupe=LocalStreaming().dedupe(settings.dedupe_horizon_seconds))
     handle = live.start(pipeline, spec, band_seconds=cfg.band_seconds, keep_late=True,
                         restart_hold=False)  # its own subscription
+    from txpipe.lab.dashboard import beside  # the live page and the read's progress
+    page = beside(warehouse, handle.session, lambda: expect.published.messages, say)
     arrivals = Arrivals(warehouse, settings).start()
     started = time.monotonic()
     cancelled = None
@@ -496,6 +498,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
         if not handle.done and cancelled is None:
             handle.cancel()
         arrivals.stop()
+        if page is not None:
+            page.stop()
         delete_pubsub(settings, emulator_host)  # this run's topic and subscription only
     if cancelled:
         say(cancelled)
@@ -652,8 +656,9 @@ def demo_settings(run_id: str, **overrides):
     })
 
 
+@command("txpipe demo")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m txpipe demo",
         description="Run simulator -> Pub/Sub emulator -> streaming pipeline -> DuckDB locally "
                     "and check the warehouse against what was sent. DEMO_SECONDS / DEMO_RATE "
@@ -669,8 +674,8 @@ def main(argv: list[str] | None = None) -> int:
     from txpipe.lab import local
 
     try:
-        seconds = args.seconds or _env_number("DEMO_SECONDS", DEFAULT_SECONDS)
-        rate = args.rate or _env_number("DEMO_RATE", DEFAULT_RATE)
+        seconds = _env_number("DEMO_SECONDS", DEFAULT_SECONDS) if args.seconds is None else args.seconds
+        rate = _env_number("DEMO_RATE", DEFAULT_RATE) if args.rate is None else args.rate
         if seconds <= 0 or rate <= 0:
             raise DemoError("--seconds and --rate must be > 0")
         run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
