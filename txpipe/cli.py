@@ -377,23 +377,10 @@ def _run_batch(pipeline) -> RunOutcome:
 
 def _run_local(adapter, pipeline, windows) -> RunOutcome:
     """Run a local streaming pipeline: the first Ctrl+C / SIGTERM drains it, a second cancels."""
-    from txpipe.runners import StopSignals
-
-    with StopSignals() as signals:
-        handle = adapter.run(pipeline, windows)
-        print("txpipe run: streaming on the DirectRunner; Ctrl+C or SIGTERM drains (every open "
-              "window fires and is written), a second one cancels", file=sys.stderr, flush=True)
-        while not handle.wait(0.2):
-            if signals.count == 1 and not handle.draining:
-                print("txpipe run: draining: reading stopped; every open window fires and is "
-                      "written (Ctrl+C again to cancel at once)", file=sys.stderr, flush=True)
-                handle.drain()
-            elif signals.count >= 2:
-                cancelled = handle.cancel()
-                return RunOutcome(handle.result, "cancelled", cancelled.line(),
-                                  handle.source_counters())
-    return RunOutcome(handle.result, "drained" if handle.draining else "done", None,
-                      handle.source_counters())
+    handle = adapter.run(pipeline, windows)
+    ended, note = handle.until_stopped(
+        lambda text: print(f"txpipe run: {text}", file=sys.stderr, flush=True))
+    return RunOutcome(handle.result, ended, note, handle.source_counters())
 
 
 def summary(counters: dict[str, int], source: dict[str, int] | None = None) -> str:

@@ -26,9 +26,11 @@ from txpipe.errors import OneLineParser, command
 from txpipe.schema import (
     ANOMALIES,
     ANOMALY_VIEW,
+    DEAD_LETTER_VIEW,
     DEAD_LETTERS,
     DIMENSION_STATS,
     WINDOW_STATS,
+    dead_letters_per_minute_sql,
     dimension_table_name,
     windows_with_anomalies_sql,
 )
@@ -241,6 +243,10 @@ def bigquery_steps(settings, dimension_table: bool = False, create_dataset: bool
                    "messages that broke the contract, with the reason")),
         SetupStep("totals view", f"{project}:{dataset_id}.{WINDOW_STATS.totals_view}",
              view(settings.bigquery_table_id, WINDOW_STATS)),
+        SetupStep("dead-letter view", f"{project}:{dataset_id}.{DEAD_LETTER_VIEW}", lambda: ensure_view(
+            client, f"{project}.{dataset_id}.{DEAD_LETTER_VIEW}", dead_letters_per_minute_sql(
+                f"`{project}.{dataset_id}.{settings.bigquery_dead_letter_table_id}`", "bigquery"),
+            "dead letters per minute and reason (Looker Studio).", timeout, retry)),
     ]
     if dimension_table:
         name = dimension_table_name(settings.bigquery_table_id)
@@ -387,6 +393,8 @@ def plan(settings, dimension_table: bool = False,
                               "seen_at, clustered by reason)"),
         ("totals view", f"{settings.project_id}:{settings.bigquery_dataset_id}."
                         f"{WINDOW_STATS.totals_view} (each run's panes per window, added up)"),
+        ("dead-letter view", f"{settings.project_id}:{settings.bigquery_dataset_id}.{DEAD_LETTER_VIEW} "
+                 "(dead letters per minute and reason, for Looker Studio)"),
     ] + ([("dimension table", dimension_table_name(settings.bigquery_table)),
           ("totals view", f"{settings.project_id}:{settings.bigquery_dataset_id}."
                           f"{DIMENSION_STATS.totals_view}")]
