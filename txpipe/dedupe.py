@@ -84,6 +84,6 @@ class SourceDeduplicated(beam.PTransform):
 def for_source(source: Any, horizon_seconds: int) -> beam.PTransform:
     """The Dedupe a pipeline reading ``source`` needs: none of its own when the source drops
     repeated ids for at least ``horizon_seconds`` (its ``dedupe_seconds``)."""
-    if getattr(source, "dedupe_seconds", 0) >= horizon_seconds:
+    if source.dedupe_seconds >= horizon_seconds:
         return SourceDeduplicated()
     return DropDuplicates(horizon_seconds)

@@ -136,8 +136,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, 
     if dedupe is None and route is Route.ELEMENTWISE:
         dedupe = dedupe_for_source(source, settings.dedupe_horizon_seconds)
     run = RunIdentity.for_run(settings, source, breakdown)
-    estimate = getattr(source, "estimated_bytes", None)
-    buckets = batch.buckets_for(estimate() if estimate else None)
+    buckets = batch.buckets_for(source.estimated_bytes())
     messages = pipeline | "Read" >> source.transform()
     result = messages | "TransactionStats" >> TransactionStats.from_settings(
         settings, breakdown, dedupe, route, buckets)
