@@ -121,6 +121,7 @@ def test_per_dimension_the_spiked_category_is_flagged(small_stream):
     assert truth.score_anomalies(found).recall == 1.0
 
 
+@pytest.mark.subprocess
 def test_the_cli_writes_anomaly_files_and_counts_them(small_stream):
     work, _ = small_stream
     proc = subprocess.run(

@@ -239,6 +239,7 @@ def test_dead_letters_the_dead_letter_table_refuses_are_logged_and_counted(
     assert len(bigquery_warehouse(client, settings, False)["windows"]) == 4  # windows went in
 
 
+@pytest.mark.subprocess
 def test_a_replay_with_sink_bigquery_loads_files_and_a_rerun_changes_no_total(
         bigquery_emulator, tmp_path):
     """As a user runs it: ``run --sink bigquery`` on a file, twice. File loads append, so the

@@ -157,6 +157,7 @@ def test_precision_and_recall_as_defined():
     assert q.recall == 0.5 and q.missed == (drop,) and q.precision == 1.0
 
 
+@pytest.mark.subprocess
 def test_bad_anomaly_settings_are_refused():
     with pytest.raises(SimulationConfigError) as error:
         replace(BASE, anomalies=("meteor",))

@@ -60,6 +60,7 @@ def test_paced_publishing_keeps_to_the_rate_and_stops_on_request(pubsub_settings
     assert len(received) == stats.published
 
 
+@pytest.mark.subprocess
 def test_cli_publishes_everything_and_reports_it(pubsub_settings, tmp_path):
     stats_path, truth_path = tmp_path / "stats.json", tmp_path / "truth.json"
     result = subprocess.run(
@@ -76,6 +77,7 @@ def test_cli_publishes_everything_and_reports_it(pubsub_settings, tmp_path):
     assert truth.messages == 3000 and sum(truth.malformed.values()) == stats["by_kind"]["malformed"]
 
 
+@pytest.mark.subprocess
 def test_missing_topic_is_one_line_unless_created(pubsub_emulator, tmp_path):
     topic = f"absent-{uuid.uuid4().hex[:8]}"
     missing = subprocess.run(simulator("--topic", topic, "--count", "10", "--rate", "0"),
@@ -113,6 +115,7 @@ def test_unreachable_server_is_retried_with_backoff_then_counted_failed(monkeypa
         publish(SimulationConfig(count=1), f"projects/{PROJECT}/topics/t-nowhere")
 
 
+@pytest.mark.subprocess
 def test_sigint_flushes_pending_messages_and_exits_0(pubsub_settings, tmp_path):
     stats_path = tmp_path / "stats.json"
     proc = subprocess.Popen(

@@ -21,6 +21,7 @@ from decimal import Decimal
 
 import apache_beam as beam
 import duckdb
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing import test_stream
 from apache_beam.utils.timestamp import Timestamp
@@ -90,6 +91,7 @@ def replay(raw: list[bytes], sink, settings: Settings | None = None) -> None:
 # --- replays --------------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_the_same_replay_twice_changes_nothing(tmp_path):
     """Through the CLI, as an operator reruns a replay: every row of both tables, down to
     ``processed_at`` and ``seen_at``, is what the first run wrote."""
@@ -257,6 +259,7 @@ def test_a_restart_within_the_dedupe_horizon_is_over_by_exactly_what_both_counte
 # --- kill -9 --------------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_kill_9_midway_then_a_rerun_is_usable_exact_and_without_doubles(tmp_path):
     """The run is killed as soon as its writers commit for the first time (the warehouse file
     changes after ``run``'s check created the schema; the writers commit 5,000 rows at a
