@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint notebooks lab bench clean install export-job flex-template flex-run
+.PHONY: demo test check lint browser notebooks lab bench clean install export-job flex-template flex-run
 
 install: $(STAMP)
 
@@ -21,12 +21,20 @@ demo: $(STAMP)
 # Two workers (each with its own emulators; a module stays on one worker, so its module-scoped
 # fixtures run once): the emulator and process tests spend much of their time waiting.
 PYTEST_WORKERS ?= 2
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile tests
 	$(PY) -m pytest --nbval notebooks --nbval-current-env --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+# The dashboard's browser test drives Debian's Chromium: installed here where that can be done
+# (root with apt, as on CI); elsewhere that test skips and names the command.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		>/dev/null; } || echo "no chromium: the dashboard's browser test will skip" \
+		"(apt-get update && apt-get install -y chromium)"
 
 # The quick tier for day-to-day work (under two minutes): lint and every test with none of the
 # markers `emulator`, `subprocess`, `slow` (declared in pyproject.toml; a new test file is in

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from txpipe import metrics
 from txpipe.contract import Transaction
 from txpipe.dedupe import DropDuplicates
+from txpipe.lab.direct_pubsub import streaming_metrics
 from txpipe.lab.local_dedupe import BucketedDropDuplicates, bucket
-from txpipe.lab.local_run import fix_streaming_metrics
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -34,7 +34,6 @@ streams = st.lists(ids, min_size=1, max_size=12, unique=True).flatmap(
 
 
 def _run(deliveries: list[str], cuts: list[int]):
-    fix_streaming_metrics()
     stream = test_stream.TestStream()
     txs = [Transaction(tx_id, Decimal(n + 1), T0) for n, tx_id in enumerate(deliveries)]
     start = 0
@@ -51,8 +50,9 @@ def _run(deliveries: list[str], cuts: list[int]):
     out = Outputs()
     for name, dedupe in (("Runtime", DropDuplicates(600)), ("Local", BucketedDropDuplicates(600, 4))):
         _ = source | name >> dedupe | f"{name}Keep" >> out.keep(name)
-    result = p.run()
-    result.wait_until_finish()
+    with streaming_metrics():
+        result = p.run()
+        result.wait_until_finish()
     counters = {}
     for name in ("Runtime", "Local"):
         query = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE)

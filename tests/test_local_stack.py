@@ -169,10 +169,10 @@ def test_setup_is_idempotent_against_both_emulators(tmp_path, pubsub_emulator, b
     )
     first = txpipe("setup", cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count(": created") == 7  # 3 in Pub/Sub; dataset, 2 tables, a view
+    assert first.stdout.count(": created") == 8  # 3 in Pub/Sub; dataset, 2 tables, 2 views
     second = txpipe("setup", cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count(": exists") == 7 and "created" not in second.stdout
+    assert second.stdout.count(": exists") == 8 and "created" not in second.stdout
 
     client = bigquery_client(settings.project_id)
     table = client.get_table(f"{settings.project_id}.{settings.bigquery_dataset_id}."
