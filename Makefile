@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m txpipe demo
 
+# Two workers (each with its own emulators; a module stays on one worker, so its module-scoped
+# fixtures run once): the emulator and process tests spend much of their time waiting.
+PYTEST_WORKERS ?= 2
 test: $(STAMP) lint browser
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile tests
 	$(PY) -m pytest --nbval notebooks --nbval-current-env --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
 lint: $(STAMP)

@@ -220,6 +220,7 @@ def _signalled_run(settings, warehouse: str, after: float, signums, timeout: flo
     return record, proc.returncode, out, "".join(err) + rest
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stopped_run_drains_every_pulled_transaction_into_the_warehouse(
         pubsub_emulator, tmp_path, signum):
@@ -249,6 +250,7 @@ def test_a_stopped_run_drains_every_pulled_transaction_into_the_warehouse(
     assert int(counts["dead_lettered"]) == read_warehouse(warehouse, settings)[1] == malformed
 
 
+@pytest.mark.subprocess
 def test_a_second_signal_cancels_at_once_and_says_what_was_left(pubsub_emulator, tmp_path):
     settings = unique_settings(window_size_seconds=WINDOW)
     pubsub_emulator.ensure_resources(settings)
