@@ -121,12 +121,26 @@ def test_a_windows_panes_and_its_total(tmp_path, accumulation):
     assert (window.min_amount, window.max_amount) == (min(everything), max(everything))
 
 
-def test_a_look_leaves_the_file_to_its_writer(warehouse):
-    """The look holds the file only while it copies: straight after it, a writer opens it."""
-    path, _, _ = warehouse
-    data.look(path)
-    con = duckdb.connect(str(path))  # read-write: fails if the look still held it
-    con.close()
+def test_a_look_takes_no_lock_a_writer_would_wait_for(warehouse):
+    """Another process holds the file open read-write, as the pipeline's sink does while it
+    inserts: the look still reads it (from a copy), and the holder's connection is untouched."""
+    path, _, (txs, _) = warehouse
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+         "print('holding', flush=True); sys.stdin.read(); "
+         "print(c.execute('SELECT COUNT(*) FROM dead_letters').fetchone()[0])", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(duckdb.IOException, match="lock"):  # the file is held indeed
+            duckdb.connect(str(path), read_only=True)
+        snap = data.look(path)
+        out, _ = holder.communicate("", timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert snap.transactions_total == len(txs) and snap.note == ""
+    assert holder.returncode == 0 and int(out) > 0
 
 
 def test_an_empty_or_missing_warehouse_says_so(tmp_path):

@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(looker.settings_url(settings, args.looker_report_id))
         return 0
-    if args.exit_with:
+    if args.exit_with:  # beside a run: the page yields the processor to the pipeline
         _exit_with(args.exit_with)
+        os.nice(10)
     from txpipe.lab.dashboard import app, data
 
     page = app.make_app(args.warehouse, data.Tables.from_settings(settings))
