@@ -70,17 +70,19 @@ def read(warehouse: str | os.PathLike) -> Progress | None:
 
 
 def of_session(session, published: Callable[[], int] | None = None) -> Progress:
-    """A record of the lab's local Pub/Sub read (a ``txpipe.lab.direct_pubsub.ReadSession``)."""
+    """A record of the lab's local Pub/Sub read (a ``txpipe.lab.direct_pubsub.ReadSession``:
+    its ``watermark()`` in µs, ``pulled``, ``draining`` and its reads' ``late``)."""
     from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
     micros = session.watermark()
+    draining = getattr(session, "draining", None)
     return Progress(
         recorded_at=time.time(),
         watermark=None if micros <= MIN_TIMESTAMP.micros else micros / 1e6,
         pulled=session.pulled,
         published=None if published is None else published(),
-        late=sum(r.late for r in list(session.reads.values())),
-        draining=session.draining.is_set(),
+        late=sum(getattr(r, "late", 0) for r in list(getattr(session, "reads", {}).values())),
+        draining=bool(draining is not None and draining.is_set()),
     )
 
 
