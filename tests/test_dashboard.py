@@ -57,6 +57,7 @@ def warehouse(tmp_path_factory):
     return work / "w.duckdb", first, second
 
 
+@pytest.mark.subprocess
 def test_the_page_shows_the_latest_run_as_recounted(warehouse):
     path, _, (txs, bad) = warehouse
     snap = data.look(path)
@@ -79,6 +80,7 @@ def test_the_page_shows_the_latest_run_as_recounted(warehouse):
     assert runs == (2,) and snap.run_id.startswith("replay-")
 
 
+@pytest.mark.subprocess
 def test_the_page_shows_only_the_latest_windows(warehouse):
     path, _, (txs, _) = warehouse
     snap = data.look(path, windows_shown=5)
@@ -121,6 +123,7 @@ def test_a_windows_panes_and_its_total(tmp_path, accumulation):
     assert (window.min_amount, window.max_amount) == (min(everything), max(everything))
 
 
+@pytest.mark.subprocess
 def test_a_look_takes_no_lock_a_writer_would_wait_for(warehouse):
     """Another process holds the file open read-write, as the pipeline's sink does while it
     inserts: the look still reads it (from a copy), and the holder's connection is untouched."""
@@ -174,6 +177,7 @@ def _dashboard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case", ["directory", "not_duckdb", "no_folder", "port_range",
                                   "no_warehouse", "port_busy"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, case):

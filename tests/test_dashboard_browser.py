@@ -20,15 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from txpipe.lab import local
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 INSTALL = "apt-get update && apt-get install -y chromium"
 
 pytestmark = [
+    pytest.mark.subprocess,
+    pytest.mark.emulator,  # the demo starts its own
     pytest.mark.skipif(CHROMIUM is None, reason=f"no chromium on PATH: {INSTALL}"),
-    pytest.mark.skipif(local.find_pubsub_launcher() is None,
-                       reason=f"no Pub/Sub emulator: {local.INSTALL_HINT}"),
 ]
 
 
