@@ -12,7 +12,6 @@ starts, failing in one line.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+from txpipe.errors import OneLineParser, command
 from txpipe.schema import (
     DEAD_LETTER_VIEW,
     DEAD_LETTERS,
@@ -402,8 +402,9 @@ def plan(settings, dimension_table: bool = False,
     ] if anomaly_table else [])
 
 
+@command("txpipe setup")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m txpipe setup",
         description="Create the Pub/Sub topics and subscription and the BigQuery dataset and "
                     "tables the pipeline needs (idempotent). Honours PUBSUB_EMULATOR_HOST and "
