@@ -202,4 +202,4 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("txpipe dashboard: "), done.stderr
+    assert len(lines) == 1 and lines[0].startswith("txpipe dashboard: error: "), done.stderr

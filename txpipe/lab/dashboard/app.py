@@ -14,7 +14,6 @@ import dataclasses
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from txpipe import money
 from txpipe.lab import progress as run_progress
@@ -237,7 +236,7 @@ def make_app(warehouse: str, tables_: data.Tables = data.Tables(),
 
     app.layout = html.Div([
         html.H1("txpipe — live"),
-        html.P(f"warehouse {Path(warehouse).resolve()}"),
+        html.P(f"warehouse {warehouse}"),
         html.P(id="status"),
         html.Div(id="summary"),
         html.Div(className="charts", children=[
