@@ -439,7 +439,7 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     handle = live.start(pipeline, spec, band_seconds=cfg.band_seconds, keep_late=True,
                         restart_hold=False)  # its own subscription
     from txpipe.lab.dashboard import beside  # the live page and the read's progress
-    page = beside(warehouse, handle.session, lambda: expect.published.messages, say)
+    page = beside(warehouse, handle, lambda: expect.published.messages, say)
     arrivals = Arrivals(warehouse, settings).start()
     started = time.monotonic()
     cancelled = None
