@@ -86,7 +86,8 @@ def plot_book(stream, panes: pd.DataFrame, title: str, early_delay: float | None
     fig, ax = plt.subplots(figsize=(10, 5))
     lo = min(elements["event"].min(), steps[0][1])
     windows = sorted({(p.start, p.end) for p in panes.itertuples()})
-    for i, (start, end) in enumerate(windows):
+    disjoint = all(a[1] <= b[0] for a, b in zip(windows, windows[1:], strict=False))
+    for i, (start, end) in enumerate(windows if disjoint else []):  # sessions overlap: no bands
         ax.axhspan(start, end, color="#e6eef7" if i % 2 == 0 else "#f2f2f2", zorder=0)
     ax.scatter(elements["arrival"], elements["event"], color="#4c72b0", s=60, zorder=3,
                label="score (at its arrival)")
