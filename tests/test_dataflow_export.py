@@ -158,6 +158,11 @@ def test_every_stage_is_a_named_step(export):
         "beam:transform:pardo:v1")
     assert names["TransactionStats/Aggregate/Combine"].spec.urn == (
         "beam:transform:combine_per_key:v1")
+    # each bundle's transactions are folded into one accumulator per window before the shuffle
+    precombine = names["TransactionStats/Aggregate/Precombine"]
+    assert precombine.spec.urn == "beam:transform:pardo:v1"
+    (combine_input,) = names["TransactionStats/Aggregate/Combine"].inputs.values()
+    assert [combine_input] == list(precombine.outputs.values())
     assert names["TransactionStats/Window/AssignWindows"].spec.urn == (
         "beam:transform:window_into:v1")
 

@@ -53,18 +53,6 @@ def _start(settings, warehouse: str) -> object:
     return local.run(pipeline, WindowSpec.from_settings(settings))
 
 
-def _read_then_drain(handle, timeout: float = 60.0) -> None:
-    """Wait until the read finds the subscription empty, then drain and wait for the end."""
-    since = time.monotonic()
-    deadline = since + timeout
-    while not handle.session.caught_up_since(since):
-        assert time.monotonic() < deadline, "the read never caught up"
-        assert not handle.done
-        time.sleep(0.1)
-    handle.drain()
-    assert handle.wait(timeout)
-
-
 def _windows(warehouse: str, settings) -> dict[datetime, tuple[int, Decimal]]:
     rows, _ = read_warehouse(warehouse, settings)
     return {start: (r["total_transactions"], r["total_amount_sum"])
@@ -100,7 +88,7 @@ def test_a_backlog_published_before_the_start_is_counted_in_full(pubsub_emulator
     assert stats.published == 3000
     warehouse = str(tmp_path / "w.duckdb")
     handle = _start(settings, warehouse)
-    _read_then_drain(handle)
+    assert handle.finish(60), "the read never caught up, or the drain did not end"
     assert handle.source_counters()["pulled"] == 3000
     assert _windows(warehouse, settings) == _truth(record.messages)
     assert len(_truth(record.messages)) >= 20  # two minutes of windows, none dropped as late
@@ -128,7 +116,7 @@ def test_a_poison_timestamp_attribute_blocks_nothing(pubsub_emulator, tmp_path, 
     warehouse = str(tmp_path / "w.duckdb")
     with caplog.at_level(logging.WARNING, logger="txpipe.lab.direct_pubsub"):
         handle = _start(settings, warehouse)
-        _read_then_drain(handle)
+        assert handle.finish(60), "the read never caught up, or the drain did not end"
     counters = handle.source_counters()
     assert counters["pulled"] == 200 and counters["event_ts_fallbacks"] == 10
     # every message counted, the poisoned ones in the windows of their payload's timestamp
@@ -164,7 +152,7 @@ def test_late_data_is_counted_and_only_what_is_too_late_is_dropped(pubsub_emulat
         publisher.publish(settings.topic_path, data, **attributes).result()
         if behind < 100:
             kept.append((f"late-{n}", Decimal(n + 1), event))
-    _read_then_drain(handle)
+    assert handle.finish(60), "the read never caught up, or the drain did not end"
     counters = handle.source_counters()
     assert (counters["pulled"], counters["late"], counters["too_late"]) == (55, 15, 9)
     expected: dict[datetime, tuple[int, Decimal]] = {}

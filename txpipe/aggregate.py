@@ -1,7 +1,8 @@
 """Per-window statistics, exact: count, sum, average, min and max of transaction amounts.
 
 Money is summed as Decimal in a 38-digit context, so 0.10 added ten million times is exactly
-1000000.00; the accumulator is four values, so Beam can lift the combine before the shuffle.
+1000000.00; the accumulator is four values, and each bundle's transactions are folded into one per window
+before the shuffle (:class:`PrecombineFn`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from decimal import Decimal, localcontext
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import TimestampCombiner
+from apache_beam.utils.windowed_value import WindowedValue
 
 from txpipe import metrics, money
 from txpipe.contract import UTC, Transaction, from_micros
@@ -121,12 +124,76 @@ def pane_timing_name(pane) -> str:
     return PaneInfoTiming.to_string(pane.timing)
 
 
-def _by_window(tx, win=beam.DoFn.WindowParam):
-    return win.start.micros, tx.amount
+def _window_key(tx, win) -> int:
+    return win.start.micros
 
 
-def _one_key(tx):
-    return None, tx.amount
+def _one_key(tx, win) -> None:
+    return None
+
+
+class PrecombineFn(beam.DoFn):
+    """Folds a bundle's transactions into one :class:`TransactionStatsFn` accumulator per key
+    and window, emitted in that window when the bundle ends — Beam's combiner lifting (its
+    partial GroupByKey), done here because the runners decline to lift under this trigger.
+
+    The trigger machinery then sees one accumulator where it saw a bundle's elements of a
+    window, and decides exactly as before: a runner hands it a key's elements a bundle at a
+    time, expiry is decided per window (all of an accumulator's elements share it), and the
+    trigger's count is AfterCount(1) — one accumulator fires it as its first element did. The
+    timestamp is the one Beam's own lifting gives (the timestamp combiner's, or the window's
+    end for the default), so holds and output times do not change. Merging windows combine
+    only within an identical proto-window: Beam drops an element whose own proto-window has
+    expired before merging, so elements of different proto-windows must reach it apart.
+    """
+
+    #: Entries kept before flushing mid-bundle (Beam's lifting flushes too): memory bound.
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, key_fn, timestamp_combiner=TimestampCombiner.OUTPUT_AT_EOW,
+                 window_fn=None):
+        self._key_fn = key_fn
+        self._timestamp_combiner, self._window_fn = timestamp_combiner, window_fn
+        self._stats = TransactionStatsFn()
+
+    def setup(self):
+        combiner = self._timestamp_combiner
+        self._combine_times = (
+            None if combiner == TimestampCombiner.OUTPUT_AT_EOW
+            else TimestampCombiner.get_impl(combiner, self._window_fn).combine)
+
+    def start_bundle(self):
+        self._table: dict = {}
+
+    def process(self, tx, win=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        key = (win, self._key_fn(tx, win))
+        entry = self._table.get(key)
+        if entry is None:
+            if len(self._table) >= self.MAX_ENTRIES:
+                yield from self.finish_bundle()
+            entry = self._table[key] = [self._stats.create_accumulator(), timestamp]
+        elif self._combine_times is not None:
+            entry[1] = self._combine_times(entry[1], timestamp)
+        self._stats.add_input(entry[0], tx.amount)
+
+    def finish_bundle(self):
+        table, self._table = self._table, {}
+        eow = self._combine_times is None
+        for (win, key), (acc, timestamp) in table.items():
+            yield WindowedValue((key, acc), win.max_timestamp() if eow else timestamp, (win,))
+
+
+def combine_transactions(transactions, key_fn, label: str = "Combine"):
+    """Windowed transactions -> (key, stats) per window pane: each bundle pre-combined
+    (``Precombine``), the accumulators merged per key and window after the shuffle (``label``).
+    """
+    windowing = transactions.windowing
+    precombine = PrecombineFn(key_fn, windowing.timestamp_combiner, windowing.windowfn)
+    return (
+        transactions
+        | "Precombine" >> beam.ParDo(precombine)
+        | label >> beam.CombinePerKey(MergeAccumulatorsFn())
+    )
 
 
 class AggregateWindows(beam.PTransform):
@@ -140,12 +207,16 @@ class AggregateWindows(beam.PTransform):
 
     def expand(self, transactions):
         merging = transactions.windowing.windowfn.is_merging()
-        return (
-            transactions
-            | "KeyByWindow" >> beam.Map(_one_key if merging else _by_window)
-            | "Combine" >> beam.CombinePerKey(TransactionStatsFn())
-            | "FormatRows" >> beam.ParDo(FormatRowFn())
-        )
+        stats = combine_transactions(transactions, _one_key if merging else _window_key)
+        return stats | "FormatRows" >> beam.ParDo(FormatRowFn())
+
+
+class _DimensionKey:
+    def __init__(self, dimension: str):
+        self.dimension = dimension
+
+    def __call__(self, tx, win) -> str:
+        return getattr(tx, self.dimension) or ""
 
 
 class AggregateByDimension(beam.PTransform):
@@ -160,9 +231,7 @@ class AggregateByDimension(beam.PTransform):
     def expand(self, transactions):
         dim = self.dimension
         return (
-            transactions
-            | "KeyByDimension" >> beam.Map(lambda tx: (getattr(tx, dim) or "", tx.amount))
-            | "CombinePerValue" >> beam.CombinePerKey(TransactionStatsFn())
+            combine_transactions(transactions, _DimensionKey(dim), "CombinePerValue")
             | "FormatRows" >> beam.ParDo(FormatRowFn(dim))
             | "NameDimension" >> beam.Map(lambda row: {**row, "dimension": dim})
         )

@@ -56,7 +56,7 @@ class TransactionStats(beam.PTransform):
         self.dedupe_horizon_seconds = dedupe_horizon_seconds
         self.breakdown = breakdown
         # A runner-specific replacement for DropDuplicates (same results and counters), e.g.
-        # the lab's dedupe for the DirectRunner (txpipe.runners.LocalRunner.dedupe).
+        # the lab's dedupe for the DirectRunner (txpipe.lab.direct_pubsub.LocalStreaming.dedupe).
         self.dedupe = dedupe
         self.route = Route(route)
         self.buckets = buckets

@@ -12,7 +12,6 @@ starts, failing in one line.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
@@ -20,7 +19,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from txpipe.schema import DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, dimension_table_name
+from txpipe.errors import OneLineParser, command
+from txpipe.schema import (
+    DEAD_LETTER_VIEW,
+    DEAD_LETTERS,
+    DIMENSION_STATS,
+    WINDOW_STATS,
+    dead_letters_per_minute_sql,
+    dimension_table_name,
+)
 
 TIMEOUT_SECONDS = 30.0
 ACK_DEADLINE_SECONDS = 60
@@ -227,6 +234,10 @@ def bigquery_steps(settings, dimension_table: bool = False, create_dataset: bool
                    "messages that broke the contract, with the reason")),
         Step("totals view", f"{project}:{dataset_id}.{WINDOW_STATS.totals_view}",
              view(settings.bigquery_table_id, WINDOW_STATS)),
+        Step("dead-letter view", f"{project}:{dataset_id}.{DEAD_LETTER_VIEW}", lambda: ensure_view(
+            client, f"{project}.{dataset_id}.{DEAD_LETTER_VIEW}", dead_letters_per_minute_sql(
+                f"`{project}.{dataset_id}.{settings.bigquery_dead_letter_table_id}`", "bigquery"),
+            "dead letters per minute and reason (Looker Studio).", timeout, retry)),
     ]
     if dimension_table:
         name = dimension_table_name(settings.bigquery_table_id)
@@ -378,6 +389,8 @@ def plan(settings, dimension_table: bool = False,
                               "seen_at, clustered by reason)"),
         ("totals view", f"{settings.project_id}:{settings.bigquery_dataset_id}."
                         f"{WINDOW_STATS.totals_view} (each run's panes per window, added up)"),
+        ("dead-letter view", f"{settings.project_id}:{settings.bigquery_dataset_id}.{DEAD_LETTER_VIEW} "
+                 "(dead letters per minute and reason, for Looker Studio)"),
     ] + ([("dimension table", dimension_table_name(settings.bigquery_table)),
           ("totals view", f"{settings.project_id}:{settings.bigquery_dataset_id}."
                           f"{DIMENSION_STATS.totals_view}")]
@@ -389,8 +402,9 @@ def plan(settings, dimension_table: bool = False,
     ] if anomaly_table else [])
 
 
+@command("txpipe setup")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m txpipe setup",
         description="Create the Pub/Sub topics and subscription and the BigQuery dataset and "
                     "tables the pipeline needs (idempotent). Honours PUBSUB_EMULATOR_HOST and "

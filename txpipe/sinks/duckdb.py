@@ -28,10 +28,12 @@ from apache_beam.transforms import window
 from txpipe.schema import (
     ANOMALIES,
     ANOMALY_VIEW,
+    DEAD_LETTER_VIEW,
     DEAD_LETTERS,
     DIMENSION_STATS,
     WINDOW_STATS,
     Table,
+    dead_letters_per_minute_sql,
     dimension_table_name,
     windows_with_anomalies_sql,
 )
@@ -129,6 +131,8 @@ class DuckDBSink:
             if table.totals_view:
                 con.execute(f'CREATE OR REPLACE VIEW "{table.totals_view}" AS\n'
                             + table.totals_sql(f'"{name}"'))
+        con.execute(f'CREATE OR REPLACE VIEW "{DEAD_LETTER_VIEW}" AS\n'
+                    + dead_letters_per_minute_sql(f'"{self.dead_letter_table}"', "duckdb"))
         if anomalies:
             con.execute(f'CREATE OR REPLACE VIEW "{ANOMALY_VIEW}" AS\n'
                         + windows_with_anomalies_sql(f'"{self.table}"', f'"{self.anomaly_table}"'))
