@@ -17,7 +17,8 @@ not sessions): a message is held, its lease renewed, until the pipeline's waterm
 the end of its last window and nothing is in flight — no bundle pending at any step but the
 read, no row the sink was handed and has not committed (``txpipe.sinks.duckdb.uncommitted``).
 Then every pane holding it was written: on time if it was read before its window fired, late
-(fired at once by the late trigger) otherwise. When a window is due but the pipeline is busy,
+(fired at once by the late trigger) otherwise. With fixed windows the sink's commit of an
+ON_TIME pane acknowledges its window's on-time messages at once (``ReadSession.committed``). When a window is due but the pipeline is busy,
 and stays so for ACK_BARRIER_SECONDS, the read pauses pulling for a moment to let it quiet. Past
 ``max_held`` held messages it stops pulling. A restarted run holds its watermark for the
 subscription's ack deadline and one empty pull after it, so a killed run's redeliveries are
@@ -206,15 +207,29 @@ class ReadState:
     ack_delays: list[float] = field(default_factory=list)  # due -> acknowledged, seconds
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def hold(self, ack_ids: Sequence[str], keys: Sequence[int]) -> None:
-        for ack_id, key in zip(ack_ids, keys, strict=True):
-            self.held.setdefault(key, []).append(ack_id)
+    #: ... of them, those read before the watermark passed their event (on time: in their
+    #: window's ON_TIME pane), by the same key, acknowledged as soon as that pane is committed.
+    on_time: dict[int, list[str]] = field(default_factory=dict)
+
+    def hold(self, ack_ids: Sequence[str], keys: Sequence[int],
+             on_time: Sequence[bool] | None = None) -> None:
+        for n, (ack_id, key) in enumerate(zip(ack_ids, keys, strict=True)):
+            held = self.on_time if on_time is not None and on_time[n] else self.held
+            held.setdefault(key, []).append(ack_id)
         self.held_count += len(ack_ids)
 
     def release(self, through: int) -> list[str]:
         """The ack ids whose windows all end by ``through`` (µs), no longer held."""
-        ready = [k for k in self.held if k <= through]
-        ids = [a for k in ready for a in self.held.pop(k)]
+        ids = []
+        for held in (self.held, self.on_time):
+            for k in [k for k in held if k <= through]:
+                ids += held.pop(k)
+        self.held_count -= len(ids)
+        return ids
+
+    def release_on_time(self, key: int) -> list[str]:
+        """The on-time messages of the window ending at ``key`` (µs), no longer held."""
+        ids = self.on_time.pop(key, [])
         self.held_count -= len(ids)
         return ids
 
@@ -297,9 +312,27 @@ class ReadSession:
         self.uncommitted = uncommitted
         self.restart_hold = restart_hold
         self.max_held = max_held
+        #: Fixed windows, one table of window rows: an ON_TIME row's commit acknowledges the
+        #: on-time messages of its window at once (the read's watermark was behind them, so the
+        #: runner held the window open until they were in it).
+        self.on_commit = False
         self.draining = threading.Event()
         self.reads: dict[str, ReadState] = {}
         self._lock = threading.Lock()
+
+    def committed(self, table: str, rows: Sequence[dict]) -> None:
+        """A DuckDB commit of ``rows`` (``txpipe.sinks.duckdb.COMMIT_LISTENERS``)."""
+        if not self.on_commit:
+            return
+        ends = {to_micros(r["window_end_time"]) for r in rows
+                if r.get("pane_timing") == "ON_TIME" and r.get("window_end_time") is not None}
+        for state in list(self.reads.values()):
+            if state.client is None or not state.on_time:
+                continue
+            with state.lock:
+                ids = [a for end in ends for a in state.release_on_time(end)]
+            if ids:
+                _acknowledge(state, ids)
 
     def state(self, subscription: str) -> ReadState:
         with self._lock:
@@ -401,10 +434,12 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
         elements, events, ids, ack_ids, emptied, fallbacks = self._pull()
         now = time.time_ns() // 1000
         with state.lock:
+            behind = state.watermark.micros  # before this pull moves it
             state.record(events, ids, fallbacks)
             if tracked:
                 key = self.session.ack_after
-                state.hold(ack_ids, [key(e) for e in events])
+                state.hold(ack_ids, [key(e) for e in events],
+                           [e >= behind for e in events] if self.session.on_commit else None)
             if state.hold_until is not None:  # a restart: the watermark waits (module doc)
                 if emptied and emptied > state.hold_until:
                     state.hold_until = None
@@ -489,10 +524,11 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
         """Acknowledge what the sink has written; True when something has been due for
         ACK_BARRIER_SECONDS and the pipeline is still busy: the read then skips pulls for up to
         ACK_PAUSE_SECONDS so that it quiets down, and pulls on if it does not."""
-        if not state.held:
+        if not state.held_count:
             return False
         watermark, settled = self._settled()
-        if min(state.held) > watermark:
+        if min(min(state.held, default=MAX_TIMESTAMP.micros),
+               min(state.on_time, default=MAX_TIMESTAMP.micros)) > watermark:
             state.due_since = None
             return False
         now = time.monotonic()
@@ -529,7 +565,8 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
             return
         if now - state.lease_renewed < state.lease_seconds / 3 or not state.held_count:
             return
-        ids = [a for batch in state.held.values() for a in batch]
+        ids = [a for held in (state.held, state.on_time) for batch in list(held.values())
+               for a in batch]
         try:
             for start in range(0, len(ids), ACK_CHUNK):
                 state.client.modify_ack_deadline(request={

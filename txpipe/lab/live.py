@@ -20,6 +20,7 @@ A local streaming run on the DirectRunner goes through the same steps wherever i
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
@@ -80,13 +81,20 @@ def start(pipeline, windows=None, band_seconds: float = ESTIMATION_BAND_SECONDS,
     :class:`ReadSession` settings."""
     from txpipe.sinks import duckdb
 
-    after_commit = windows is not None and _writes_duckdb(pipeline)
+    paths = _duckdb_paths(pipeline)
+    after_commit = windows is not None and bool(paths)
+    for path in paths:
+        duckdb.forget_uncommitted(path)
     session = ReadSession(band_seconds=band_seconds,
                           dropped=expiry(windows) if windows is not None else None,
                           keep_late=keep_late,
                           ack_after=ack_key(windows) if after_commit else None,
-                          uncommitted=duckdb.uncommitted if after_commit else None,
+                          uncommitted=(lambda: sum(duckdb.uncommitted(p) for p in paths))
+                          if after_commit else None,
                           restart_hold=restart_hold and after_commit, **read)
+    if after_commit and _acknowledges_on_commit(pipeline, windows):
+        session.on_commit = True
+        duckdb.COMMIT_LISTENERS.append(session.committed)
     metrics = streaming_metrics()
     metrics.__enter__()
     try:
@@ -98,8 +106,18 @@ def start(pipeline, windows=None, band_seconds: float = ESTIMATION_BAND_SECONDS,
     return LiveRun(result, session, metrics)
 
 
-def _writes_duckdb(pipeline) -> bool:
-    """Whether the pipeline writes to the DuckDB warehouse (whose commits the read can see)."""
+def _acknowledges_on_commit(pipeline, windows) -> bool:
+    """Fixed windows written to one DuckDB table of window rows (no per-dimension table, whose
+    rows for the window might still be in flight)."""
+    from txpipe.config import WindowType
+    from txpipe.schema import DIMENSION_STATS
+
+    return windows.kind is WindowType.FIXED and not _duckdb_paths(
+        pipeline, lambda node: node.transform.table == DIMENSION_STATS)
+
+
+def _duckdb_paths(pipeline, which=None) -> set[str]:
+    """The DuckDB warehouse files the pipeline writes (whose commits the read can see)."""
     from apache_beam.pipeline import PipelineVisitor
 
     from txpipe.sinks.duckdb import WriteDuckDB
@@ -108,11 +126,18 @@ def _writes_duckdb(pipeline) -> bool:
 
     class _Find(PipelineVisitor):
         def enter_composite_transform(self, node) -> None:
-            if isinstance(node.transform, WriteDuckDB):
-                found.append(node)
+            if isinstance(node.transform, WriteDuckDB) and (which is None or which(node)):
+                found.append(node.transform.sink.path)
 
     pipeline.visit(_Find())
-    return bool(found)
+    return set(found)
+
+
+def _stop_listening(session: ReadSession) -> None:
+    from txpipe.sinks import duckdb
+
+    with contextlib.suppress(ValueError):
+        duckdb.COMMIT_LISTENERS.remove(session.committed)
 
 
 class Publishing:
@@ -164,6 +189,7 @@ class LiveRun:
         finally:
             if self._metrics is not None:
                 self._metrics.__exit__(None, None, None)
+            _stop_listening(self.session)
             self._done.set()
 
     # --- the pieces -------------------------------------------------------------------------

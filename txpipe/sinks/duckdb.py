@@ -47,31 +47,40 @@ _SCHEMA_LOCK = threading.Lock()
 
 
 class _Uncommitted:
-    """Rows handed to this process's warehouse writers and not yet committed. The lab's local
-    read acknowledges a message only once nothing is (``uncommitted() == 0``) and its windows
-    have fired; nothing else reads it."""
+    """Rows handed to this process's warehouse writers and not yet committed, per file. The lab's
+    local read acknowledges a message only once nothing is (``uncommitted(path) == 0``) and its
+    windows have fired; nothing else reads it."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def add(self, n: int) -> None:
+    def add(self, path: str, n: int) -> None:
         with self._lock:
-            self.count += n
-
+            self.counts[path] = self.counts.get(path, 0) + n
 
 
 _UNCOMMITTED = _Uncommitted()
 
 
-def _handed(row):
-    _UNCOMMITTED.add(1)
+def _handed(row, path: str):
+    _UNCOMMITTED.add(path, 1)
     return row
 
 
-def uncommitted() -> int:
-    """How many rows this process's DuckDB writers were handed and have not committed."""
-    return _UNCOMMITTED.count
+def uncommitted(path: str) -> int:
+    """How many rows this process's writers of ``path`` were handed and have not committed."""
+    return _UNCOMMITTED.counts.get(path, 0)
+
+
+def forget_uncommitted(path: str) -> None:
+    """A new run on ``path``: rows an earlier, cancelled run left in flight are not its own."""
+    _UNCOMMITTED.counts.pop(path, None)
+
+
+#: Called with (table name, rows) right after a batch is committed, in the writer's thread:
+#: the lab's local read acknowledges an on-time window's messages there (same process only).
+COMMIT_LISTENERS: list[Callable[[str, list], None]] = []
 
 
 class WarehouseError(Exception):
@@ -233,7 +242,9 @@ class _WriteBatchFn(beam.DoFn):
                     con.execute(insert)
             finally:
                 con.close()
-            _UNCOMMITTED.add(-batch.num_rows)
+            _UNCOMMITTED.add(self.sink.path, -batch.num_rows)
+            for listener in list(COMMIT_LISTENERS):
+                listener(self.name, rows[start:start + WriteDuckDB.BATCH_SIZE])
         yield len(rows)
 
 
@@ -254,7 +265,7 @@ class WriteDuckDB(beam.PTransform):
             rows = rows | "Identify" >> beam.Map(self.stamp)
         keyed = (
             rows
-            | "Handed" >> beam.Map(_handed)
+            | "Handed" >> beam.Map(_handed, self.sink.path)
             | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
             | "OneWriter" >> beam.WithKeys(self.name)
         )
