@@ -436,9 +436,10 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     sink = DuckDBSink(warehouse, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
     build_pipeline(pipeline, settings, source, sink,
                    dedupe=LocalStreaming().dedupe(settings.dedupe_horizon_seconds))
-    handle = live.start(pipeline, spec, band_seconds=cfg.band_seconds, keep_late=True)
+    handle = live.start(pipeline, spec, band_seconds=cfg.band_seconds, keep_late=True,
+                        restart_hold=False)  # its own subscription
     from txpipe.lab.dashboard import beside  # the live page and the read's progress
-    page = beside(warehouse, handle.session, lambda: expect.published.messages, say)
+    page = beside(warehouse, handle, lambda: expect.published.messages, say)
     arrivals = Arrivals(warehouse, settings).start()
     started = time.monotonic()
     cancelled = None
