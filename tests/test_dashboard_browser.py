@@ -26,6 +26,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 INSTALL = "apt-get update && apt-get install -y chromium"
 
 pytestmark = [
+    pytest.mark.emulator,
+    pytest.mark.subprocess,
     pytest.mark.skipif(CHROMIUM is None, reason=f"no chromium on PATH: {INSTALL}"),
     pytest.mark.skipif(local.find_pubsub_launcher() is None,
                        reason=f"no Pub/Sub emulator: {local.INSTALL_HINT}"),

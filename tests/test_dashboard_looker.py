@@ -9,6 +9,7 @@ import sys
 from urllib.parse import parse_qsl, urlsplit
 
 import duckdb
+import pytest
 from conftest import unique_settings
 
 from txpipe.lab.dashboard import looker
@@ -80,6 +81,7 @@ def test_the_linking_url_opens_the_projects_views():
     assert with_template["c.reportId"] == "abc-123"
 
 
+@pytest.mark.subprocess
 def test_the_command_prints_the_url_of_the_settings(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "PROJECT_ID": "acme-analytics",
            "BIGQUERY_DATASET_ID": "sales"}
