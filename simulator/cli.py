@@ -9,7 +9,6 @@ import sys
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
 
 import orjson
 
@@ -19,19 +18,10 @@ from simulator.runner import publish, write
 from simulator.sinks import TargetError
 from simulator.stats import PublishStats
 from simulator.truth import TruthBuilder
-from txpipe.config import ConfigError, Settings, load_settings
+from txpipe.config import Settings, load_settings
+from txpipe.errors import OneLineParser, UsageError, command
 
 PROG = "simulator"
-
-
-class UsageError(ValueError):
-    """A bad combination of flags; the message is one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, no usage dump: the error is what the user needs to see.
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _start(text: str) -> datetime:
@@ -46,7 +36,7 @@ def _start(text: str) -> datetime:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description="Publish a realistic, seeded stream of transactions to Pub/Sub, stdout or a "
                     "JSON-lines file, with injected faults and a ground-truth manifest. Defaults "
@@ -171,18 +161,15 @@ def _silence_stdout() -> None:
         pass
 
 
+@command(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    settings = load_settings(project_id=args.project, pubsub_topic_id=args.topic)
     try:
-        settings = load_settings(project_id=args.project, pubsub_topic_id=args.topic)
         cfg = make_config(args, settings)
-        _validate(args, cfg)
     except SimulationConfigError as exc:
-        print(f"{PROG}: error: --{exc.field.replace('_', '-')}: {exc.detail}", file=sys.stderr)
-        return 2
-    except (ConfigError, UsageError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--{exc.field.replace('_', '-')}: {exc.detail}") from None
+    _validate(args, cfg)
 
     stop = threading.Event()
     _install_signals(stop)
@@ -197,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 stats = write(cfg, args.output if args.target == "file" else None, live.update,
                               stop, truth=truth)
     except TargetError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(exc) from None
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted twice, pending messages were abandoned", file=sys.stderr)
         return 130

@@ -1,10 +1,35 @@
-"""Reading back what reached a Pub/Sub subscription, to check publishers against the emulator."""
+"""The emulators in tests: whether they can run here (else the one line saying what to
+install), and reading back what reached a Pub/Sub subscription, to check publishers."""
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
+from pathlib import Path
 
 from google.cloud import pubsub_v1
+
+from txpipe.lab.local import INSTALL_HINT, find_pubsub_launcher
+
+
+def missing_pubsub_emulator() -> str | None:
+    """Why the Pub/Sub emulator cannot start on this machine, or None when it can."""
+    if shutil.which("java") is None:
+        return "needs the Pub/Sub emulator: no `java` on PATH (install a Java 11+ runtime)"
+    if shutil.which("gcloud") is None:
+        return ("needs the Pub/Sub emulator: no `gcloud` on PATH (install the Google Cloud CLI, "
+                "then `gcloud components install pubsub-emulator`)")
+    if find_pubsub_launcher() is None:
+        return f"needs the Pub/Sub emulator: {INSTALL_HINT}"
+    return None
+
+
+def missing_bigquery_emulator() -> str | None:
+    """Why the BigQuery emulator (the ``bqemulator`` of the dev extra) cannot start, or None."""
+    if not Path(sys.executable).with_name("bqemulator").is_file():
+        return "needs the BigQuery emulator: `bqemulator` is missing (pip install -e '.[dev]')"
+    return None
 
 Received = dict[str, tuple[bytes, dict[str, str]]]
 

@@ -28,6 +28,8 @@ from recount import (
 
 from txpipe.config import Settings
 
+pytestmark = pytest.mark.subprocess  # commands run as a user runs them
+
 VARIABLES = {name.upper() for name in Settings.model_fields}
 
 
@@ -199,7 +201,7 @@ def test_duckdb_run_writes_windows_and_dead_letters(replay):
         assert tables == {"window_stats", "dead_letters"}  # BIGQUERY_TABLE_ID from the env
         views = {name for (name,) in con.execute(
             "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-        assert views == {"window_totals"}
+        assert views == {"window_totals", "dead_letters_per_minute"}
         cursor = con.execute("SELECT * FROM window_stats")  # Decimals, not pandas floats
         names = [d[0] for d in cursor.description]
         rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]

@@ -16,6 +16,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 import apache_beam as beam
+import pytest
+from collect import Outputs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from recount import (
@@ -35,13 +37,7 @@ from txpipe.sources import MessagesSource
 from txpipe.windowing import WindowSpec
 
 BAD = bad_records()
-_OUT: dict[str, list] = {}
 ROUTES = (Route.ELEMENTWISE, Route.BATCHED)
-
-
-def _keep(element, key, win=beam.DoFn.WindowParam):
-    # module-level: pickled by reference, runs in this process
-    _OUT.setdefault(key, []).append((element, win))
 
 
 def _value(v):
@@ -49,15 +45,14 @@ def _value(v):
     return str(v.normalize()) if isinstance(v, Decimal) else str(v)
 
 
-def _rows(key: str) -> list:
+def _rows(out: Outputs, key: str) -> list:
     """Rows without processed_at (a wall clock), with their windows, in a stable order."""
     return sorted((sorted((k, _value(v)) for k, v in row.items() if k != "processed_at"),
-                   (w.start.micros, w.end.micros)) for row, w in _OUT.get(key, []))
+                   (w.start.micros, w.end.micros)) for row, w in out[key])
 
 
-def _dead(key: str) -> list:
-    return sorted(sorted((k, v) for k, v in d.items() if k != "seen_at")
-                  for d, _ in _OUT.get(key, []))
+def _dead(out: Outputs, key: str) -> list:
+    return sorted(sorted((k, v) for k, v in d.items() if k != "seen_at") for d in out[key])
 
 
 def _counters(run, route: Route) -> dict[str, int]:
@@ -113,6 +108,7 @@ def streams(draw):
     return spec, txs, resend, bad, seed, in_order, breakdown
 
 
+@pytest.mark.slow  # forty pipelines, both routes each
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=streams())
 def test_windows_and_dead_letters_conserve_every_message_on_both_routes(stream):
@@ -126,26 +122,26 @@ def test_windows_and_dead_letters_conserve_every_message_on_both_routes(stream):
     else:
         rng.shuffle(messages)
 
-    _OUT.clear()
+    out = Outputs()
     pipeline = beam.Pipeline()
     read = pipeline | "Read" >> MessagesSource(tuple(messages)).transform()
     for route in ROUTES:
         result = read | route.value >> TransactionStats(spec, breakdown=breakdown, route=route)
         assert result.route is route
-        result.windows | f"KeepWindows{route.name}" >> beam.Map(_keep, f"windows {route}")
-        result.dead_letters | f"KeepDead{route.name}" >> beam.Map(_keep, f"dead {route}")
+        result.windows | f"KeepWindows{route.name}" >> out.keep(f"windows {route}", window=True)
+        result.dead_letters | f"KeepDead{route.name}" >> out.keep(f"dead {route}")
         if breakdown:
-            result.by_dimension | f"KeepDims{route.name}" >> beam.Map(_keep, f"dims {route}")
+            result.by_dimension | f"KeepDims{route.name}" >> out.keep(f"dims {route}", window=True)
     run = pipeline.run()
     run.wait_until_finish()
 
     # the windows: an independent recount of the unique valid transactions
-    windows = [row for row, _ in _OUT.get(f"windows {Route.ELEMENTWISE}", [])]
+    windows = [row for row, _ in out[f"windows {Route.ELEMENTWISE}"]]
     assert_windows_match(windows, txs, spec.size_seconds, spec.kind.value,
                          spec.period_seconds, spec.gap_seconds)
 
     # the dead letters: every bad record, under its reason, with its payload
-    dead = [d for d, _ in _OUT.get(f"dead {Route.ELEMENTWISE}", [])]
+    dead = out[f"dead {Route.ELEMENTWISE}"]
     assert Counter((d["reason"], d["payload"]) for d in dead) == Counter(
         (reason, expected_payload(raw)) for raw, reason in bad)
 
@@ -161,10 +157,10 @@ def test_windows_and_dead_letters_conserve_every_message_on_both_routes(stream):
     for reason, n in Counter(reason for _, reason in bad).items():
         assert counters.get(metrics.dead_letter_counter(reason), 0) == n
     assert counters.get(metrics.PANES, 0) == len(windows) + len(
-        _OUT.get(f"dims {Route.ELEMENTWISE}", []))
+        out[f"dims {Route.ELEMENTWISE}"])
 
     # the batched route: the same rows in the same windows, dead letters and counters
-    assert _rows(f"windows {Route.BATCHED}") == _rows(f"windows {Route.ELEMENTWISE}")
-    assert _rows(f"dims {Route.BATCHED}") == _rows(f"dims {Route.ELEMENTWISE}")
-    assert _dead(f"dead {Route.BATCHED}") == _dead(f"dead {Route.ELEMENTWISE}")
+    assert _rows(out, f"windows {Route.BATCHED}") == _rows(out, f"windows {Route.ELEMENTWISE}")
+    assert _rows(out, f"dims {Route.BATCHED}") == _rows(out, f"dims {Route.ELEMENTWISE}")
+    assert _dead(out, f"dead {Route.BATCHED}") == _dead(out, f"dead {Route.ELEMENTWISE}")
     assert _counters(run, Route.BATCHED) == counters

@@ -12,6 +12,7 @@ import apache_beam as beam
 import orjson
 import pytest
 from apache_beam.transforms import window
+from collect import Outputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from recount import BASE, Tx, bad_records, expected_payload, spell_message
@@ -156,28 +157,20 @@ def test_window_boundaries(event, window_start):
 
 # --- the parse DoFn in a real pipeline ----------------------------------------------------
 
-_SEEN: dict[str, list] = {}
-
-
-def _keep(element, key):
-    _SEEN.setdefault(key, []).append(element)
-
-
 @pytest.fixture(scope="module")
 def parsed():
     """One batch pipeline over every bad record plus a few valid messages."""
     bad = bad_records(big=True)
     valid = [encode_message(f"ok{i}", Decimal("0.10"), BASE + timedelta(seconds=i))[0]
              for i in range(5)]
-    _SEEN.clear()
+    out = Outputs()
     pipeline = beam.Pipeline()
-    out = pipeline | beam.Create([raw for raw, _ in bad] + valid) | ParseTransactions()
-    out.valid | "KeepValid" >> beam.Map(
-        lambda tx, ts=beam.DoFn.TimestampParam: _keep((tx, ts), "valid"))
-    out.dead_letters | "KeepDead" >> beam.Map(_keep, "dead")
+    stages = pipeline | beam.Create([raw for raw, _ in bad] + valid) | ParseTransactions()
+    stages.valid | "KeepValid" >> out.keep("valid", timestamp=True)
+    stages.dead_letters | "KeepDead" >> out.keep("dead")
     result = pipeline.run()
     result.wait_until_finish()
-    return bad, valid, _SEEN["valid"], _SEEN["dead"], metrics.read_counters(result)
+    return bad, valid, out["valid"], out["dead"], metrics.read_counters(result)
 
 
 def test_parse_pipeline_keeps_every_input(parsed):

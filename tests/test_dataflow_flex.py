@@ -1,6 +1,7 @@
-"""The Flex Template, checked offline: its metadata is what Dataflow's API accepts, every
-parameter is a real ``run`` flag whose default it states and whose regex accepts it, and the
-build / run commands refuse to touch the cloud without a real project."""
+"""The Flex Template, checked offline: its metadata is generated from the settings model (and
+the committed file is current), Dataflow's API and gcloud accept it, its parameters reach
+``run`` through the one translation, and the build / run commands refuse to touch the cloud
+without a real project."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from pathlib import Path
 import pytest
 from google.cloud.dataflow_v1beta3.types import TemplateMetadata
 
-from txpipe import dataflow, export
-from txpipe.cli import build_parser, plan
-from txpipe.config import Settings
+from txpipe import dataflow, flex_template
+from txpipe.cli import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 METADATA = ROOT / "dataflow" / "metadata.json"
@@ -39,18 +39,9 @@ def metadata() -> dict:
     return json.loads(METADATA.read_text())
 
 
-def option(name: str):
-    """The ``run`` parser action a Flex parameter ``name`` (``--window_size=60``) reaches."""
-    flag = f"--{name}"
-    actions = {opt: a for a in build_parser()._actions for opt in a.option_strings}
-    assert flag in actions, f"parameter {name!r} is no `run` flag"
-    return actions[flag]
-
-
-def default_of(name: str) -> str:
-    dest = option(name).dest
-    value = Settings.model_fields[dest].default if dest in Settings.model_fields else None
-    return str(getattr(value, "value", value))
+def test_the_committed_metadata_is_what_the_settings_model_generates():
+    assert METADATA.read_text() == flex_template.metadata_json(), (
+        "regenerate: python -m txpipe.flex_template > dataflow/metadata.json")
 
 
 def test_metadata_is_what_the_dataflow_api_accepts(metadata):
@@ -60,48 +51,46 @@ def test_metadata_is_what_the_dataflow_api_accepts(metadata):
     assert not parsed.supports_at_least_once
     for p in parsed.parameters:
         assert p.label and p.help_text and p.is_optional, p.name
-
-
-def test_every_parameter_is_a_run_flag_with_a_valid_default(metadata):
-    names = [p["name"] for p in metadata["parameters"]]
-    assert len(names) == len(set(names))
-    for p in metadata["parameters"]:
-        action = option(p["name"])
-        regexes = [re.compile(r) for r in p["regexes"]]
+    for p in metadata["parameters"]:  # each default and example passes its own regex
         value = p.get("defaultValue", EXAMPLES.get(p["name"]))
-        assert value is not None, f"{p['name']}: no default and no example"
-        if "defaultValue" in p:
-            assert p["defaultValue"] == default_of(p["name"]), p["name"]
-        assert all(r.fullmatch(value) for r in regexes), (p["name"], value)
-        assert not any(r.fullmatch(value + " ;rm") for r in regexes), p["name"]
-        if p.get("enumOptions"):
-            values = [o["value"] for o in p["enumOptions"]]
-            assert all(all(r.fullmatch(v) for r in regexes) for v in values)
-            if action.choices:
-                assert sorted(values) == sorted(action.choices)
+        assert value is not None and all(re.fullmatch(r, value) for r in p["regexes"]), p
+        assert not any(re.fullmatch(r, value + " ;rm") for r in p["regexes"]), p["name"]
 
 
 def test_all_parameters_together_make_a_valid_run(metadata, tmp_path, monkeypatch):
+    """As the launcher passes them: underscored, ``--name=value``, through the translation."""
     monkeypatch.chdir(tmp_path)  # no .env
     values = {p["name"]: p.get("defaultValue", EXAMPLES.get(p["name"]))
               for p in metadata["parameters"]}
     values["window_type"] = "sliding"
     values["anomalies"] = "true"  # the alert topic needs it
-    run = plan([f"--{k}={v}" for k, v in values.items()])
+    values["late_firings"] = "False"
+    run = plan(flex_template.run_flags([f"--{k}={v}" for k, v in values.items()]))
     assert run.settings.window_period_seconds == 15
     assert run.settings.bigquery_dataset_id == values["bigquery_dataset"]
     assert run.source.subscription == values["subscription"]
     assert run.breakdown == "category" and run.dead_letter_topic == values["dead_letter_topic"]
     assert run.settings.anomalies and run.settings.anomaly_threshold == 4.5
+    assert run.settings.late_firings is False
     assert run.settings.alert_topic_path.endswith("/topics/txpipe-alerts")
 
 
-def test_launch_runs_on_dataflow_with_beam_options_untouched(monkeypatch):
+def test_launch_translates_parameters_once_and_leaves_beam_options(monkeypatch):
     seen = []
     monkeypatch.setattr("txpipe.cli.main", lambda argv: seen.append(argv) or 0)
-    assert export.launch(["--window_size=60", "--num_workers=3", "--project=my-project-1"]) == 0
-    assert seen == [["--window_size=60", "--num_workers=3", "--project=my-project-1",
+    assert flex_template.launch(["--window_size=60", "--num_workers=3", "--anomalies=False",
+                                 "--project=my-project-1", "--dead_letter_topic=x"]) == 0
+    assert seen == [["--window-size=60", "--num_workers=3", "--no-anomalies",
+                     "--project=my-project-1", "--dead-letter-topic=x",
                      "--runner=DataflowRunner"]]
+
+
+def test_the_command_line_has_one_spelling(tmp_path, monkeypatch):
+    from txpipe.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"--window_size \(the flag is --window-size\)"):
+        plan(["--sink", "duckdb", "--output", "w.duckdb", "--window_size=60"])
 
 
 def test_what_run_says_after_dataflow_returns():
@@ -154,12 +143,14 @@ def _flex(action: str, project: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.subprocess
 def test_flex_template_refuses_the_offline_project():
     proc = _flex("build", dataflow.local_project())
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "PROJECT_ID" in proc.stderr
 
 
+@pytest.mark.subprocess
 def test_flex_template_commands(tmp_path):
     build = _flex("build", "my-project-1")
     assert build.returncode == 0, build.stderr
@@ -174,6 +165,7 @@ def test_flex_template_commands(tmp_path):
         assert flag in run.stdout
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(shutil.which("gcloud") is None, reason="needs the Google Cloud CLI")
 def test_gcloud_builds_the_spec_from_our_metadata(metadata):
     proc = subprocess.run(

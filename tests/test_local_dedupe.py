@@ -13,14 +13,15 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing import test_stream
 from apache_beam.utils.timestamp import Timestamp
+from collect import Outputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from txpipe import metrics
 from txpipe.contract import Transaction
 from txpipe.dedupe import DropDuplicates
+from txpipe.lab.direct_pubsub import streaming_metrics
 from txpipe.lab.local_dedupe import BucketedDropDuplicates, bucket
-from txpipe.lab.local_run import fix_streaming_metrics
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -32,20 +33,7 @@ streams = st.lists(ids, min_size=1, max_size=12, unique=True).flatmap(
     lambda pool: st.lists(st.sampled_from(pool), min_size=1, max_size=120))
 
 
-#: What each branch output, by branch name (the DirectRunner runs in this process).
-_OUT: dict[str, list] = {}
-
-
-class _Keep(beam.DoFn):
-    def __init__(self, name: str):
-        self.name = name
-
-    def process(self, tx):
-        _OUT.setdefault(self.name, []).append((tx.transaction_id, tx.amount))
-
-
 def _run(deliveries: list[str], cuts: list[int]):
-    fix_streaming_metrics()
     stream = test_stream.TestStream()
     txs = [Transaction(tx_id, Decimal(n + 1), T0) for n, tx_id in enumerate(deliveries)]
     start = 0
@@ -59,17 +47,20 @@ def _run(deliveries: list[str], cuts: list[int]):
     options.view_as(StandardOptions).streaming = True
     p = beam.Pipeline(options=options)
     source = p | stream
-    _OUT.clear()
+    out = Outputs()
     for name, dedupe in (("Runtime", DropDuplicates(600)), ("Local", BucketedDropDuplicates(600, 4))):
-        _ = source | name >> dedupe | f"{name}Keep" >> beam.ParDo(_Keep(name))
-    result = p.run()
-    result.wait_until_finish()
+        _ = source | name >> dedupe | f"{name}Keep" >> out.keep(name)
+    with streaming_metrics():
+        result = p.run()
+        result.wait_until_finish()
     counters = {}
     for name in ("Runtime", "Local"):
         query = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE)
                                        .with_step(name))
         counters[name] = Counter({c.key.metric.name: c.committed for c in query["counters"]})
-    return dict(_OUT), counters
+    outputs = {name: [(tx.transaction_id, tx.amount) for tx in out[name]]
+               for name in ("Runtime", "Local")}
+    return outputs, counters
 
 
 @settings(deadline=None, max_examples=5)

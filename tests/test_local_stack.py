@@ -1,4 +1,6 @@
-"""The local stack's process management and resource setup, against the real emulators."""
+"""The local stack's process management and resource setup, against the real emulators.
+The commands run in this process (``local up`` still starts the JVM as a process of its own);
+one runs as a whole process, for its exit status and its one line on stderr."""
 
 from __future__ import annotations
 
@@ -14,13 +16,17 @@ from conftest import unique_settings
 from google.api_core.exceptions import NotFound
 from google.cloud import pubsub_v1
 
+from txpipe.__main__ import main as txpipe_main
 from txpipe.lab.local import PubSubEmulator, free_port, pid_alive
 from txpipe.resources import bigquery_client
 
 
-def txpipe(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "txpipe", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def txpipe(in_process):
+    """``python -m txpipe ARGS`` in ``cwd`` with ``env``, run in this process."""
+    def run(*args: str, cwd: Path, env: dict | None = None):
+        return in_process(txpipe_main, list(args), cwd=cwd, env=env)
+    return run
 
 
 def processes_serving(port: int) -> list[psutil.Process]:
@@ -40,7 +46,8 @@ def clean_env(**extra: str) -> dict:
     return env
 
 
-def test_up_down_twice_leaves_no_process(tmp_path):
+@pytest.mark.emulator
+def test_up_down_twice_leaves_no_process(tmp_path, txpipe):
     port = free_port()
     for _ in range(2):
         up = txpipe("local", "up", "--port", str(port), cwd=tmp_path, env=clean_env())
@@ -69,7 +76,8 @@ def test_up_down_twice_leaves_no_process(tmp_path):
     assert status.returncode == 1 and "not running" in status.stdout
 
 
-def test_up_creates_topic_subscription_and_dead_letter_topic(tmp_path):
+@pytest.mark.emulator
+def test_up_creates_topic_subscription_and_dead_letter_topic(tmp_path, txpipe):
     port = free_port()
     env = clean_env(PUBSUB_TOPIC_ID="orders", PUBSUB_SUBSCRIPTION_ID="orders-sub",
                     PUBSUB_DEAD_LETTER_TOPIC_ID="orders-dead", PROJECT_ID="txpipe-cli")
@@ -92,6 +100,7 @@ def test_up_creates_topic_subscription_and_dead_letter_topic(tmp_path):
     assert processes_serving(port) == []
 
 
+@pytest.mark.emulator
 def test_python_api_context_manager_stops_the_jvm():
     with PubSubEmulator() as emulator:
         pid, port = emulator.pid, emulator.port
@@ -105,10 +114,13 @@ def test_python_api_context_manager_stops_the_jvm():
     assert processes_serving(port) == []
 
 
+@pytest.mark.subprocess
 def test_missing_emulator_is_one_line_with_the_install_hint(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
-    result = txpipe("local", "up", cwd=tmp_path, env=clean_env(PATH=str(empty)))
+    result = subprocess.run([sys.executable, "-m", "txpipe", "local", "up"], cwd=tmp_path,
+                            env=clean_env(PATH=str(empty)), capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -116,14 +128,14 @@ def test_missing_emulator_is_one_line_with_the_install_hint(tmp_path):
     assert "google-cloud-cli-pubsub-emulator" in lines[0]
 
 
-def test_busy_port_is_one_line(tmp_path, pubsub_emulator):
+def test_busy_port_is_one_line(tmp_path, pubsub_emulator, txpipe):
     result = txpipe("local", "up", "--port", str(pubsub_emulator.port), cwd=tmp_path,
                     env=clean_env())
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "already in use" in result.stderr
 
 
-def test_setup_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
+def test_setup_dry_run_prints_the_plan_and_touches_nothing(tmp_path, txpipe):
     result = txpipe("setup", "--dry-run", cwd=tmp_path, env=clean_env(PROJECT_ID="txpipe-plan"))
     assert result.returncode == 0, result.stderr
     for line in ("topic             projects/txpipe-plan/topics/transactions",
@@ -137,7 +149,7 @@ def test_setup_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
         assert line in result.stdout
 
 
-def test_setup_without_credentials_is_one_line_exit_2(tmp_path):
+def test_setup_without_credentials_is_one_line_exit_2(tmp_path, txpipe):
     env = clean_env(GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "none.json"),
                     CLOUDSDK_CONFIG=str(tmp_path))
     result = txpipe("setup", cwd=tmp_path, env=env)
@@ -146,7 +158,8 @@ def test_setup_without_credentials_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_setup_is_idempotent_against_both_emulators(tmp_path, pubsub_emulator, bigquery_emulator):
+def test_setup_is_idempotent_against_both_emulators(tmp_path, pubsub_emulator, bigquery_emulator,
+                                                   txpipe):
     settings = unique_settings()
     env = clean_env(
         PUBSUB_EMULATOR_HOST=pubsub_emulator.emulator_host,
@@ -156,10 +169,10 @@ def test_setup_is_idempotent_against_both_emulators(tmp_path, pubsub_emulator, b
     )
     first = txpipe("setup", cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count(": created") == 7  # 3 in Pub/Sub; dataset, 2 tables, a view
+    assert first.stdout.count(": created") == 8  # 3 in Pub/Sub; dataset, 2 tables, 2 views
     second = txpipe("setup", cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count(": exists") == 7 and "created" not in second.stdout
+    assert second.stdout.count(": exists") == 8 and "created" not in second.stdout
 
     client = bigquery_client(settings.project_id)
     table = client.get_table(f"{settings.project_id}.{settings.bigquery_dataset_id}."

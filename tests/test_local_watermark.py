@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.worker.statesampler import StateSampler
 from apache_beam.testing import test_stream
 from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Duration, Timestamp
@@ -22,7 +23,7 @@ from txpipe.lab.direct_pubsub import (
     SourceWatermark,
     attribute_micros,
     expiry,
-    fix_streaming_metrics,
+    streaming_metrics,
 )
 from txpipe.metrics import read_counters
 from txpipe.windowing import WindowSpec
@@ -134,7 +135,6 @@ class _Count(beam.DoFn):
 
 def test_streaming_directrunner_counters_count_every_bundle():
     bundles = 40
-    fix_streaming_metrics()
     stream = test_stream.TestStream()
     for i in range(bundles):
         stream.add_elements([window.TimestampedValue(i, i), window.TimestampedValue(-i, i)])
@@ -144,6 +144,10 @@ def test_streaming_directrunner_counters_count_every_bundle():
     options.view_as(StandardOptions).streaming = True
     p = beam.Pipeline(options=options)
     _ = p | stream | beam.ParDo(_Count())
-    result = p.run()
-    result.wait_until_finish()
+    scoped_state = StateSampler.scoped_state
+    with streaming_metrics():
+        assert StateSampler.scoped_state is not scoped_state
+        result = p.run()
+        result.wait_until_finish()
     assert read_counters(result)[metrics.READ] == 2 * bundles  # Beam 2.77 alone: 2
+    assert StateSampler.scoped_state is scoped_state  # nothing left behind for later pipelines

@@ -10,6 +10,7 @@ from decimal import Decimal, localcontext
 
 import apache_beam as beam
 import pytest
+from collect import Outputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from recount import BASE, Tx, expected_average, spell_message
@@ -118,13 +119,6 @@ def test_breakdown_rejects_unknown_fields():
         TransactionStats(WindowSpec(), breakdown="no_such_field")
 
 
-_ROWS: list = []
-
-
-def _keep(row):
-    _ROWS.append(row)  # a module-level function: Beam pickles it by reference, in-process
-
-
 def test_breakdown_per_category_matches_a_recount():
     rng = random.Random(3)
     txs = [(Tx(f"b{i}", Decimal(rng.choice(["0.10", "0.20", "999999.99", "7"])),
@@ -140,18 +134,19 @@ def test_breakdown_per_category_matches_a_recount():
             raw = raw[:-1] + f', "category": "{category}"}}'.encode()
         messages.append(raw)
     messages += messages[:40]  # re-sends
-    _ROWS.clear()
+    out = Outputs()
     with beam.Pipeline() as pipeline:
         result = (pipeline | beam.Create(messages)
                   | TransactionStats(WindowSpec(size_seconds=30), breakdown="category"))
-        result.by_dimension | beam.Map(_keep)
+        result.by_dimension | out.keep("rows")
 
     expected = defaultdict(list)
     for tx, category in txs:
         start = BASE + timedelta(seconds=30 * ((tx.event_time - BASE) // timedelta(seconds=30)))
         expected[(start, category or "")].append(tx.amount)
-    got = {(row["window_start_time"], row["dimension_value"]): row for row in _ROWS}
-    assert len(got) == len(_ROWS) == len(expected)
+    rows = out["rows"]
+    got = {(row["window_start_time"], row["dimension_value"]): row for row in rows}
+    assert len(got) == len(rows) == len(expected)
     for key, values in expected.items():
         row = got[key]
         assert row["dimension"] == "category"

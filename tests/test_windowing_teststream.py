@@ -16,6 +16,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_stream import TestStream as Stream
+from collect import Outputs
 from recount import BASE
 
 from txpipe.config import Accumulation, WindowType
@@ -24,13 +25,6 @@ from txpipe.pipeline import TransactionStats
 from txpipe.windowing import WindowSpec
 
 T0 = BASE.timestamp()  # event time 0 of every stream, in seconds since the epoch
-_ROWS: list[dict] = []
-
-
-def _keep(row):
-    _ROWS.append(row)  # module-level: pickled by reference, runs in this process
-
-
 def tx(tid: str, second: float, amount: str = "1.00") -> bytes:
     return encode_message(tid, Decimal(amount), BASE + timedelta(seconds=second))[0]
 
@@ -38,13 +32,13 @@ def tx(tid: str, second: float, amount: str = "1.00") -> bytes:
 def run(stream: Stream, spec: WindowSpec, horizon: int = 600) -> list[tuple]:
     """Run ``stream`` through TransactionStats; rows as (start s, end s, timing, index,
     count, sum, min, max), in the order windows and panes fire."""
-    _ROWS.clear()
+    out = Outputs()
     options = PipelineOptions([])
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as pipeline:
         result = pipeline | stream | TransactionStats(spec, dedupe_horizon_seconds=horizon)
-        result.windows | beam.Map(_keep)
-    rows = sorted(_ROWS, key=lambda r: (r["window_start_time"], r["pane_index"]))
+        result.windows | out.keep("windows")
+    rows = sorted(out["windows"], key=lambda r: (r["window_start_time"], r["pane_index"]))
     return [(_sec(r["window_start_time"]), _sec(r["window_end_time"]), r["pane_timing"],
              r["pane_index"], r["total_transactions"], r["total_amount_sum"], r["min_amount"],
              r["max_amount"]) for r in rows]

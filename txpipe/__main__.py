@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "run": ("txpipe.cli", "run the pipeline: streaming from Pub/Sub or a replay of files"),
     "demo": ("txpipe.lab.demo", "the local end-to-end demo (simulator -> pipeline -> DuckDB)"),
+    "dashboard": ("txpipe.lab.dashboard", "a live page over a DuckDB warehouse (docs/dashboard.md)"),
     "config": ("txpipe.config", "print the loaded settings and validate them"),
     "local": ("txpipe.lab.local", "start / stop / inspect the local Pub/Sub emulator"),
     "setup": ("txpipe.resources", "create topics, subscription, dataset and tables (idempotent)"),

@@ -16,52 +16,51 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from txpipe.errors import OneLineParser, UsageError
+from txpipe import logs
+from txpipe.config import BigQueryMethod, Route, Settings, load_settings
+from txpipe.dataflow import check_submission, is_dataflow, submission_line
+from txpipe.errors import OneLineParser, UsageError, command
+from txpipe.options import add_setting_arguments, setting_overrides
 
 if TYPE_CHECKING:
-    from txpipe.config import Route, Settings
     from txpipe.sinks import Sink
     from txpipe.sources import Source
 
+# Beam and the modules built on it are imported inside the functions that build or check a
+# pipeline, after the flags and settings are checked: `run --help` or a refused flag then
+# answers in about 0.3 s of CPU instead of the 2.5 s `import apache_beam` takes
+# (benchmarks/startup.py measures both).
+
 log = logging.getLogger("txpipe.run")
 
-__all__ = ["UsageError", "build_parser", "execute", "main", "pipeline_options", "plan"]
+__all__ = ["UsageError", "build_parser", "execute", "main", "parse", "plan"]
 
 SOURCES = ("pubsub", "file")
 SINKS = ("bigquery", "duckdb", "jsonl")
 
 
-def _flag(group, name: str, **kwargs) -> None:
-    """A flag in its dashed spelling and, for Flex Templates, its underscored one."""
-    spellings = [f"--{name}"]
-    if "-" in name:
-        spellings.append(f"--{name.replace('-', '_')}")
-    group.add_argument(*spellings, **kwargs)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from txpipe.options import add_setting_arguments
-
     p = OneLineParser(prog="python -m txpipe run", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("input and output")
-    _flag(io, "source", choices=SOURCES, default="pubsub",
-          help="pubsub: stream from PUBSUB_SUBSCRIPTION_ID (default); file: replay --input")
-    _flag(io, "input", help="file source: path or glob of files, one message per line")
-    _flag(io, "subscription", help="pubsub source: projects/P/subscriptions/S "
-          "(default from PROJECT_ID / PUBSUB_SUBSCRIPTION_ID)")
-    _flag(io, "sink", choices=SINKS, default="bigquery",
-          help="bigquery (default; BIGQUERY_DATASET_ID.BIGQUERY_TABLE_ID), duckdb, jsonl")
-    _flag(io, "output", help="jsonl: file name prefix; duckdb: database file "
-          "(default WAREHOUSE_PATH)")
-    _flag(io, "dead-letter-output", help="jsonl: prefix of the dead-letter files "
-          "(default OUTPUT-dead-letters)")
-    _flag(io, "anomaly-output", help="jsonl: prefix of the anomaly files (with --anomalies; "
-          "default OUTPUT-anomalies)")
-    _flag(io, "dead-letter-topic", help="also publish dead letters to this Pub/Sub topic "
-          "(projects/P/topics/T; streaming only)")
-    _flag(io, "breakdown", metavar="FIELD",
-          help="also aggregate per value of FIELD (e.g. category, country)")
+    io.add_argument("--source", choices=SOURCES, default="pubsub",
+                    help="pubsub: stream from PUBSUB_SUBSCRIPTION_ID (default); file: replay "
+                    "--input")
+    io.add_argument("--input", help="file source: path or glob of files, one message per line")
+    io.add_argument("--subscription", help="pubsub source: projects/P/subscriptions/S "
+                    "(default from PROJECT_ID / PUBSUB_SUBSCRIPTION_ID)")
+    io.add_argument("--sink", choices=SINKS, default="bigquery",
+                    help="bigquery (default; BIGQUERY_DATASET_ID.BIGQUERY_TABLE_ID), duckdb, jsonl")
+    io.add_argument("--output", help="jsonl: file name prefix; duckdb: database file "
+                    "(default WAREHOUSE_PATH)")
+    io.add_argument("--dead-letter-output", help="jsonl: prefix of the dead-letter files "
+                    "(default OUTPUT-dead-letters)")
+    io.add_argument("--anomaly-output", help="jsonl: prefix of the anomaly files (with "
+                    "--anomalies; default OUTPUT-anomalies)")
+    io.add_argument("--dead-letter-topic", help="also publish dead letters to this Pub/Sub "
+                    "topic (projects/P/topics/T; streaming only)")
+    io.add_argument("--breakdown", metavar="FIELD",
+                    help="also aggregate per value of FIELD (e.g. category, country)")
     # Every setting that is a flag, from the settings model itself (txpipe.options).
     add_setting_arguments(p.add_argument_group("settings (override the environment and .env)"))
     return p
@@ -82,6 +81,40 @@ class RunPlan:
     route_reason: str = ""
 
 
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str], Settings]:
+    """The flags, the Beam options left over and the settings they make — checked without
+    importing Beam."""
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    options = {o for action in parser._actions for o in action.option_strings}
+    for arg in beam_args:  # one spelling: --window-size, never Beam's --window_size
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and name.replace("_", "-") in options - {name}:
+            raise UsageError(f"unrecognized arguments: {name} (the flag is "
+                             f"{name.replace('_', '-')})")
+    return args, beam_args, load_settings(**setting_overrides(args))
+
+
+def plan(argv: list[str]) -> RunPlan:
+    """Everything ``run`` needs, checked before anything is read: flags and settings, Beam's
+    options, the source, the sink, the route."""
+    args, beam_args, settings = parse(argv)
+    _check_beam_args(beam_args)
+    _check_breakdown(args.breakdown)
+    source, streaming = _source(args, settings, beam_args)
+    _check_streaming_only(args, settings, streaming)
+    settings = _with_run_id(settings, source, args.breakdown, beam_args)
+    sink = _sink(args, settings, streaming)
+    from txpipe.pipeline import choose_route
+
+    try:
+        route, why = choose_route(settings, source, args.breakdown)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return RunPlan(settings, source, sink, beam_args, streaming, args.breakdown,
+                   args.dead_letter_topic, route, why)
+
+
 def _writable_prefix(prefix: str, what: str) -> None:
     directory = os.path.dirname(os.path.abspath(prefix))
     try:
@@ -95,10 +128,12 @@ def _writable_prefix(prefix: str, what: str) -> None:
 
 
 def _check_beam_args(beam_args: list[str]) -> None:
+    """Beam's own options: a bad value, an unknown flag or runner is one line too."""
     import contextlib
     import io
 
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.runners.runner import create_runner
 
     options = PipelineOptions(beam_args)
     quiet = logging.getLogger("apache_beam.options.pipeline_options")
@@ -125,34 +160,28 @@ def _check_beam_args(beam_args: list[str]) -> None:
         raise UsageError(f"unrecognized arguments: {' '.join(beam_args)}")
     runner = options.view_as(StandardOptions).runner
     if runner:
-        from apache_beam.runners.runner import create_runner
-
         try:
             create_runner(runner)
         except (ValueError, ImportError) as exc:
             raise UsageError(f"--runner {runner!r}: {str(exc).split('. ')[0]}") from None
 
 
-def plan(argv: list[str]) -> RunPlan:
-    from txpipe.config import ConfigError, load_settings
-    from txpipe.options import setting_overrides
-
-    args, beam_args = build_parser().parse_known_args(argv)
-    overrides = setting_overrides(args)
-    try:
-        settings = load_settings(**overrides)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    _check_beam_args(beam_args)
-
+def _check_breakdown(breakdown: str | None) -> None:
     from txpipe.aggregate import AggregateByDimension
 
-    if args.breakdown:
+    if breakdown:
         try:
-            AggregateByDimension(args.breakdown)
+            AggregateByDimension(breakdown)
         except ValueError as exc:
             raise UsageError(f"--breakdown: {exc}") from None
 
+
+def _source(args: argparse.Namespace, settings: Settings,
+            beam_args: list[str]) -> tuple[Source, bool]:
+    """The source, and whether the run streams."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from txpipe.contract import ATTR_TRANSACTION_ID
     from txpipe.sources import FileSource, PubSubSource
 
     if args.source == "file":
@@ -160,21 +189,18 @@ def plan(argv: list[str]) -> RunPlan:
             raise UsageError("--source file needs --input PATH_OR_GLOB")
         if "://" not in args.input and not glob.glob(os.path.expanduser(args.input)):
             raise UsageError(f"--input {args.input!r} matches no file")
-        source = FileSource(os.path.expanduser(args.input))
-        streaming = "--streaming" in beam_args
-    else:
-        if args.input:
-            raise UsageError("--input is for --source file")
-        from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+        return FileSource(os.path.expanduser(args.input)), "--streaming" in beam_args
+    if args.input:
+        raise UsageError("--input is for --source file")
+    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
+    source = PubSubSource(args.subscription or settings.subscription_path,
+                          timestamp_attribute=settings.pubsub_timestamp_attribute or None,
+                          id_label=ATTR_TRANSACTION_ID if is_dataflow(runner) else None)
+    return source, True
 
-        from txpipe.contract import ATTR_TRANSACTION_ID
-        from txpipe.dataflow import is_dataflow
 
-        runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
-        source = PubSubSource(args.subscription or settings.subscription_path,
-                              timestamp_attribute=settings.pubsub_timestamp_attribute or None,
-                              id_label=ATTR_TRANSACTION_ID if is_dataflow(runner) else None)
-        streaming = True
+def _check_streaming_only(args: argparse.Namespace, settings: Settings, streaming: bool) -> None:
+    """Flags that need a stream, or another flag."""
     if args.dead_letter_topic and not streaming:
         raise UsageError("--dead-letter-topic needs a streaming run (--source pubsub)")
     if settings.pubsub_alert_topic_id and not settings.anomalies:
@@ -183,8 +209,11 @@ def plan(argv: list[str]) -> RunPlan:
         raise UsageError("--alert-topic needs a streaming run (--source pubsub)")
     if args.anomaly_output and not (settings.anomalies and args.sink == "jsonl"):
         raise UsageError("--anomaly-output is for --sink jsonl with --anomalies")
-    settings = _with_run_id(settings, source, args.breakdown, beam_args)
 
+
+def _sink(args: argparse.Namespace, settings: Settings, streaming: bool) -> Sink:
+    """The sink, its outputs checked writable (the BigQuery dataset is checked by
+    :func:`check_sink`, which reaches the service)."""
     from txpipe.sinks import BigQuerySink, DuckDBSink, JsonlSink
 
     if args.sink == "jsonl":
@@ -196,31 +225,22 @@ def plan(argv: list[str]) -> RunPlan:
         anomaly_output = args.anomaly_output or f"{args.output}-anomalies"
         if settings.anomalies:
             _writable_prefix(anomaly_output, "--anomaly-output")
-        sink = JsonlSink(args.output, dead, f"{args.output}-by-{args.breakdown}"
+        return JsonlSink(args.output, dead, f"{args.output}-by-{args.breakdown}"
                          if args.breakdown else None, streaming=streaming,
                          anomaly_output=anomaly_output)
-    elif args.sink == "duckdb":
+    if args.sink == "duckdb":
         path = args.output or settings.warehouse_path
         _writable_prefix(path, "--output")
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise UsageError(f"--output {path!r} is not writable")
-        sink = DuckDBSink(path, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id,
+        return DuckDBSink(path, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id,
                           settings.bigquery_anomaly_table_id)
-    else:
-        if args.output or args.dead_letter_output:
-            raise UsageError("--sink bigquery takes its tables from BIGQUERY_DATASET_ID / "
-                             "BIGQUERY_TABLE_ID (or --bigquery-dataset / --bigquery-table), "
-                             "not --output")
-        sink = BigQuerySink.from_settings(settings)
-        _check_bigquery_method(settings, streaming)
-    from txpipe.pipeline import choose_route
-
-    try:
-        route, why = choose_route(settings, source, args.breakdown)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return RunPlan(settings, source, sink, beam_args, streaming, args.breakdown,
-                   args.dead_letter_topic, route, why)
+    if args.output or args.dead_letter_output:
+        raise UsageError("--sink bigquery takes its tables from BIGQUERY_DATASET_ID / "
+                         "BIGQUERY_TABLE_ID (or --bigquery-dataset / --bigquery-table), "
+                         "not --output")
+    _check_bigquery_method(settings, streaming)
+    return BigQuerySink.from_settings(settings)
 
 
 def _with_run_id(settings: Settings, source: Source, breakdown: str | None,
@@ -230,17 +250,17 @@ def _with_run_id(settings: Settings, source: Source, breakdown: str | None,
     """
     from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
+    from txpipe.sinks import RunIdentity
+
     if PipelineOptions(beam_args).view_as(GoogleCloudOptions).update and not settings.run_id:
         raise UsageError("--update keeps the running job's state, so its rows must keep its "
                          "run id: add --run-id (the job's run_id pipeline option)")
-    from txpipe.sinks import RunIdentity
 
     run_id = RunIdentity.for_run(settings, source, breakdown).run_id
     return settings.model_copy(update={"run_id": run_id})
 
 
 def _check_bigquery_method(settings: Settings, streaming: bool) -> None:
-    from txpipe.config import BigQueryMethod
     from txpipe.sinks.bigquery import resolve_method, storage_write_unavailable
 
     if resolve_method(settings.bigquery_method, streaming) is BigQueryMethod.STORAGE_WRITE:
@@ -282,7 +302,7 @@ def _file_loads_location(run: RunPlan) -> None:
     Cloud; a local directory (made here if none is given) for a local BigQuery."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-    from txpipe.config import BigQueryMethod
+    from txpipe.runners import pipeline_options
     from txpipe.sinks.bigquery import resolve_method
 
     if resolve_method(run.settings.bigquery_method, run.streaming) is not BigQueryMethod.FILE_LOADS:
@@ -299,35 +319,8 @@ def _file_loads_location(run: RunPlan) -> None:
                          "--temp_location gs://BUCKET/tmp (or choose streaming_inserts)")
 
 
-def pipeline_options(run: RunPlan):
-    from apache_beam.options.pipeline_options import (
-        GoogleCloudOptions,
-        PipelineOptions,
-        SetupOptions,
-        StandardOptions,
-    )
-
-    options = PipelineOptions(run.beam_args)
-    from txpipe.options import record_settings
-
-    record_settings(options, run.settings)  # the job shows what it was built with
-    standard = options.view_as(StandardOptions)
-    standard.streaming = run.streaming
-    standard.runner = standard.runner or "DirectRunner"
-    gcp = options.view_as(GoogleCloudOptions)
-    gcp.project = gcp.project or run.settings.project_id
-    gcp.region = gcp.region or run.settings.region
-    from txpipe import dataflow
-
-    if dataflow.is_dataflow(standard.runner):  # worker code, Streaming Engine, seed's workers
-        dataflow.apply_defaults(options, run.streaming)
-    # Workers import txpipe as a package; nothing from __main__ needs pickling.
-    options.view_as(SetupOptions).save_main_session = False
-    return options
-
-
 @dataclass
-class Outcome:
+class RunOutcome:
     """How a run ended: ``done`` (finished by itself), ``drained`` (Ctrl+C or SIGTERM on a
     local streaming run), ``cancelled`` (a second signal) or ``interrupted`` (a signal on a run
     that cannot drain). ``result`` is None when the runner was stopped before it returned one."""
@@ -338,70 +331,56 @@ class Outcome:
     source: dict[str, int] = field(default_factory=dict)  # the local read's own counts
 
 
-def execute(run: RunPlan) -> Outcome:
+def execute(run: RunPlan) -> RunOutcome:
     """Build and run the pipeline until it finishes, is drained or cancelled (Ctrl+C, SIGTERM)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
     from txpipe import runners
-    from txpipe.dataflow import is_dataflow
     from txpipe.pipeline import build_pipeline
-    from txpipe.sinks.bigquery import local_wiring
+    from txpipe.sinks import BigQuerySink
+    from txpipe.windowing import WindowSpec
 
-    options = pipeline_options(run)
+    options = runners.pipeline_options(run)
     runner = options.view_as(StandardOptions).runner
-    adapter = runners.for_run(runner, run.source) if run.streaming else None
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
-                   dead_letter_topic=run.dead_letter_topic,
-                   dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds) if adapter else None,
-                   route=run.route)
-    if run.streaming and is_dataflow(runner):
-        return Outcome(pipeline.run())  # runs until drained; waiting here would cancel it on Ctrl-C
-    with local_wiring(run.sink, runner):
-        if adapter is not None:
-            from txpipe.windowing import WindowSpec
+    adapter = runners.local_streaming(runner) if run.streaming else None
+    with runners.outside_ipython():
+        pipeline = beam.Pipeline(runner=runners.runner_for(options), options=options)
+        build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
+                       dead_letter_topic=run.dead_letter_topic, route=run.route,
+                       dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds)
+                       if adapter else None)
+        if run.streaming and is_dataflow(runner):
+            return RunOutcome(pipeline.run())  # runs until drained; waiting: cancel on Ctrl-C
+        with runners.local_bigquery(isinstance(run.sink, BigQuerySink), runner):
+            if adapter is not None:
+                return _run_local(adapter, pipeline, WindowSpec.from_settings(run.settings))
+            return _run_batch(pipeline)
 
-            return _run_local(adapter, pipeline, WindowSpec.from_settings(run.settings))
-        return _run_batch(pipeline)
 
-
-def _run_batch(pipeline) -> Outcome:
+def _run_batch(pipeline) -> RunOutcome:
     """Run a bounded pipeline (or a stream on a runner that is not local) to its end."""
-    from txpipe import runners
+    from txpipe.runners import StopSignals
 
     result = None
     try:
-        with runners.StopSignals(interrupt=True):
+        with StopSignals(interrupt=True):
             result = pipeline.run()  # a batch run on the default runner returns when done
             result.wait_until_finish()
     except KeyboardInterrupt:
         if result is not None:
             log.warning("interrupted: cancelling the pipeline")
             result.cancel()
-        return Outcome(result, "interrupted")
-    return Outcome(result)
+        return RunOutcome(result, "interrupted")
+    return RunOutcome(result)
 
 
-def _run_local(adapter, pipeline, windows) -> Outcome:
+def _run_local(adapter, pipeline, windows) -> RunOutcome:
     """Run a local streaming pipeline: the first Ctrl+C / SIGTERM drains it, a second cancels."""
-    from txpipe.runners import StopSignals
-
-    with StopSignals() as signals:
-        handle = adapter.run(pipeline, windows)
-        print("txpipe run: streaming on the DirectRunner; Ctrl+C or SIGTERM drains (every open "
-              "window fires and is written), a second one cancels", file=sys.stderr, flush=True)
-        while not handle.wait(0.2):
-            if signals.count == 1 and not handle.draining:
-                print("txpipe run: draining: reading stopped; every open window fires and is "
-                      "written (Ctrl+C again to cancel at once)", file=sys.stderr, flush=True)
-                handle.drain()
-            elif signals.count >= 2:
-                cancelled = handle.cancel()
-                return Outcome(handle.result, "cancelled", cancelled.line(),
-                               handle.source_counters())
-    return Outcome(handle.result, "drained" if handle.draining else "done", None,
-                   handle.source_counters())
+    handle = adapter.run(pipeline, windows)
+    ended, note = handle.until_stopped(
+        lambda text: print(f"txpipe run: {text}", file=sys.stderr, flush=True))
+    return RunOutcome(handle.result, ended, note, handle.source_counters())
 
 
 def summary(counters: dict[str, int], source: dict[str, int] | None = None) -> str:
@@ -424,24 +403,19 @@ def summary(counters: dict[str, int], source: dict[str, int] | None = None) -> s
     return " ".join(parts)
 
 
+@command("txpipe run")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         build_parser().print_help()
         return 0
-    try:
-        run = plan(argv)
-        from txpipe.dataflow import check_submission
-
-        check_submission(pipeline_options(run))
-        check_sink(run)
-    except UsageError as exc:
-        print(f"txpipe run: error: {exc}", file=sys.stderr)
-        return 2
-    from txpipe import logs
+    run = plan(argv)
     from txpipe.metrics import read_counters
+    from txpipe.runners import pipeline_options
     from txpipe.windowing import WindowSpec
 
+    check_submission(pipeline_options(run))
+    check_sink(run)
     logs.configure(run.settings.log_level.value)
     log.info("starting: %s from %s into %s; %s route (%s); run id %s",
              WindowSpec.from_settings(run.settings).describe(), type(run.source).__name__,
@@ -461,8 +435,6 @@ def main(argv: list[str] | None = None) -> int:
               if str(exc) else f"txpipe run: pipeline failed: {type(exc).__name__}",
               file=sys.stderr)
         return 1
-    from txpipe.dataflow import submission_line
-
     result = outcome.result
     line = submission_line(result) if result is not None else None
     if line:

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from txpipe.errors import UsageError
+
 
 class WindowType(str, Enum):
     FIXED = "fixed"
@@ -69,9 +71,9 @@ class Settings(BaseSettings):
         case_sensitive=False, use_enum_values=False,
     )
 
-    # A field with a ``flag`` is also a command-line flag of ``run`` / ``export-job`` and a Beam
-    # pipeline option (txpipe.options): one definition, three spellings (ENV_NAME, --dashed-flag,
-    # --underscored_option for Flex Templates). ``beam`` marks flags Beam itself defines.
+    # A field with a ``flag`` is also a command-line flag of ``run`` / ``export-job``
+    # (txpipe.options): ENV_NAME and --dashed-flag; with a ``label`` also a Flex Template
+    # parameter (txpipe.flex_template, underscored). ``beam`` marks flags Beam itself defines.
     project_id: str = Field("txpipe-local", pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
                             description="Google Cloud project (any valid id for the emulators)",
                             json_schema_extra={"flag": "project", "beam": True})
@@ -86,51 +88,51 @@ class Settings(BaseSettings):
         description="the message attribute the Pub/Sub read takes event times from (the "
         "watermark follows them); empty: the publish time — for publishers whose attribute "
         "cannot be trusted (Parse still windows each transaction by its payload timestamp)",
-        json_schema_extra={"flag": "timestamp-attribute"})
+        json_schema_extra={"flag": "timestamp-attribute", "label": "Event-time attribute"})
     bigquery_dataset_id: str = Field(
         "streaming_data_warehouse_v2", pattern=r"^[A-Za-z0-9_]{1,1024}$",
-        description="bigquery sink: dataset", json_schema_extra={"flag": "bigquery-dataset"})
+        description="bigquery sink: dataset", json_schema_extra={"flag": "bigquery-dataset", "label": "BigQuery dataset"})
     bigquery_table_id: str = Field(
         "hourly_sales_aggregation", pattern=r"^[A-Za-z0-9_]{1,1024}$",
         description="bigquery sink: window table (also the DuckDB table name)",
-        json_schema_extra={"flag": "bigquery-table"})
+        json_schema_extra={"flag": "bigquery-table", "label": "BigQuery window table"})
     bigquery_dead_letter_table_id: str = Field("dead_letters", pattern=r"^[A-Za-z0-9_]{1,1024}$")
     bigquery_method: BigQueryMethod | None = Field(
         None, description="bigquery sink: storage_write, streaming_inserts or file_loads "
         "(default: file_loads for a replay, streaming_inserts for a stream)",
-        json_schema_extra={"flag": "bigquery-method"})
+        json_schema_extra={"flag": "bigquery-method", "label": "BigQuery write method"})
     run_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
         description="the run's id in every row it writes (default: derived from a replay's "
         "input, drawn once per streaming job); --update must repeat the running job's",
-        json_schema_extra={"flag": "run-id"})
+        json_schema_extra={"flag": "run-id", "label": "Run id"})
     bigquery_anomaly_table_id: str = Field(
         "anomalies", pattern=r"^[A-Za-z0-9_]{1,1024}$",
         description="anomaly table (BigQuery and DuckDB)")
 
     window_type: WindowType = Field(WindowType.FIXED, description="event-time window shape",
-                                    json_schema_extra={"flag": "window-type"})
+                                    json_schema_extra={"flag": "window-type", "label": "Window type"})
     window_size_seconds: int = Field(30, gt=0, le=86_400, description="window length",
-                                     json_schema_extra={"flag": "window-size"})
+                                     json_schema_extra={"flag": "window-size", "label": "Window size (seconds)"})
     window_period_seconds: int | None = Field(
         None, gt=0, description="sliding windows: how often a window starts (default: size / 2)",
-        json_schema_extra={"flag": "window-period"})
+        json_schema_extra={"flag": "window-period", "label": "Sliding period (seconds)"})
     session_gap_seconds: int = Field(60, gt=0, description="session windows: the gap that "
-                                     "closes a session", json_schema_extra={"flag": "session-gap"})
+                                     "closes a session", json_schema_extra={"flag": "session-gap", "label": "Session gap (seconds)"})
     allowed_lateness_seconds: int = Field(
         30, ge=0, le=7 * 86_400, description="how long after its end a window takes late data",
-        json_schema_extra={"flag": "allowed-lateness"})
+        json_schema_extra={"flag": "allowed-lateness", "label": "Allowed lateness (seconds)"})
     early_firing_seconds: int = Field(
         0, ge=0, description="emit EARLY panes this often (processing time); 0 = none",
-        json_schema_extra={"flag": "early-firing"})
+        json_schema_extra={"flag": "early-firing", "label": "Early panes every (seconds)"})
     late_firings: bool = Field(True, description="emit a LATE pane per late element",
-                               json_schema_extra={"flag": "late-firings"})
+                               json_schema_extra={"flag": "late-firings", "label": "Late panes"})
     accumulation: Accumulation = Field(
         Accumulation.ACCUMULATING, description="whether a pane repeats the earlier panes' data",
-        json_schema_extra={"flag": "accumulation"})
+        json_schema_extra={"flag": "accumulation", "label": "Pane accumulation"})
     dedupe_horizon_seconds: int = Field(
         600, gt=0, description="how long a transaction id is remembered to drop redeliveries",
-        json_schema_extra={"flag": "dedupe-horizon"})
+        json_schema_extra={"flag": "dedupe-horizon", "label": "Deduplication horizon (seconds)"})
 
     route: Route | None = Field(
         None, description="element-wise or batched; default: batched for a bounded input "
@@ -140,24 +142,24 @@ class Settings(BaseSettings):
     # Anomaly detection on the window statistics (txpipe.anomaly); off keeps the graph as is.
     anomalies: bool = Field(False, description="score each window's count and amount (and "
                             "each --breakdown value's) for anomalies",
-                            json_schema_extra={"flag": "anomalies"})
+                            json_schema_extra={"flag": "anomalies", "label": "Anomaly detection"})
     anomaly_detector: Detector = Field(Detector.IQR, description="Beam detector that scores",
-                                       json_schema_extra={"flag": "anomaly-detector"})
+                                       json_schema_extra={"flag": "anomaly-detector", "label": "Anomaly detector"})
     anomaly_threshold: float | None = Field(
         None, gt=0, description="score at or above which a window is an anomaly (default: "
-        "per detector, see txpipe.anomaly)", json_schema_extra={"flag": "anomaly-threshold"})
+        "per detector, see txpipe.anomaly)", json_schema_extra={"flag": "anomaly-threshold", "label": "Anomaly threshold"})
     anomaly_history: int = Field(
         120, ge=4, le=100_000, description="windows of history each series' sliding tracker keeps",
-        json_schema_extra={"flag": "anomaly-history"})
+        json_schema_extra={"flag": "anomaly-history", "label": "Anomaly history (windows)"})
     anomaly_warmup: int = Field(
         20, ge=1, le=100_000, description="windows a series must have before it is scored",
-        json_schema_extra={"flag": "anomaly-warmup"})
+        json_schema_extra={"flag": "anomaly-warmup", "label": "Anomaly warm-up (windows)"})
     pubsub_alert_topic_id: str | None = Field(
         None, pattern=_ID, description="also publish each anomaly to this Pub/Sub topic (id)",
-        json_schema_extra={"flag": "alert-topic"})
+        json_schema_extra={"flag": "alert-topic", "label": "Alert topic id"})
 
     log_level: LogLevel = Field(LogLevel.INFO, description="log level",
-                                json_schema_extra={"flag": "log-level"})
+                                json_schema_extra={"flag": "log-level", "label": "Log level"})
     publisher_interval: float = Field(0.5, ge=0, description="seconds between messages; 0 = flat out")
     publisher_max_messages: int = Field(0, ge=0, description="0 = endless")
     warehouse_path: str = ".local/warehouse.duckdb"
@@ -212,7 +214,7 @@ class Settings(BaseSettings):
         return f"{self.project_id}:{self.bigquery_dataset_id}.{self.bigquery_dead_letter_table_id}"
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A setting is invalid; the message is one line naming the variable."""
 
 

@@ -1,6 +1,7 @@
 """Dataflow: the defaults ``run --runner DataflowRunner`` applies, the checks that refuse a
 submission doomed to fail, and what ``run`` says once the service has the job. The offline
-export and the Flex Template entry point build on these (:mod:`txpipe.export`).
+export and the Flex Template entry point build on these (:mod:`txpipe.export`,
+:mod:`txpipe.flex_template`).
 """
 
 from __future__ import annotations

@@ -205,8 +205,8 @@ def for_source(source: Any, horizon_seconds: int, streaming: bool = True,
     """The Dedupe a pipeline reading ``source`` needs: none of its own when the source drops
     repeated ids for at least ``horizon_seconds`` (its ``dedupe_seconds``); a shuffle of
     ``buckets`` id buckets for bounded input in a batch (not ``streaming``) pipeline."""
-    if getattr(source, "dedupe_seconds", 0) >= horizon_seconds:
+    if source.dedupe_seconds >= horizon_seconds:
         return SourceDeduplicated()
-    if not streaming and not getattr(source, "streaming", True):
+    if not streaming and not source.streaming:
         return ShuffleDeduplicated(buckets)
     return DropDuplicates(horizon_seconds)

@@ -1,5 +1,5 @@
 """``python -m txpipe export-job``: the job ``run --runner DataflowRunner`` would submit,
-written offline; and the Flex Template launcher's entry point.
+written offline.
 
 The export builds the very graph ``run`` submits (:func:`txpipe.cli.plan` and
 :func:`txpipe.pipeline.build_pipeline`) and has Beam's DataflowRunner write it as a template
@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from txpipe.dataflow import is_dataflow
-from txpipe.errors import OneLineParser, UsageError
+from txpipe.errors import OneLineParser, UsageError, command
+
+# Beam is imported inside the functions that build the job, so `--help` and a refused flag
+# answer without it (as for `run`, txpipe.cli).
 
 TEMPLATE_FILE = "template.json"
 PIPELINE_FILE = "pipeline.pb"
@@ -123,7 +126,7 @@ def export_job(argv: list[str]) -> ExportedJob:
     started = time.monotonic()
     args, rest = _parser().parse_known_args(argv)
     _refuse_remote(rest)
-    from txpipe.cli import pipeline_options, plan
+    from txpipe.cli import plan
 
     run = plan(_runner_args(rest))
     out = _prepare(args.output)
@@ -134,6 +137,7 @@ def export_job(argv: list[str]) -> ExportedJob:
     from apache_beam.runners.direct.direct_runner import DirectRunner
 
     from txpipe.pipeline import build_pipeline
+    from txpipe.runners import pipeline_options
 
     options = pipeline_options(run)
     gcp = options.view_as(GoogleCloudOptions)
@@ -176,16 +180,13 @@ def describe(out: Path, seconds: float = 0.0) -> ExportedJob:
     )
 
 
+@command("txpipe export-job")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         _parser().print_help()
         return 0
-    try:
-        job = export_job(argv)
-    except UsageError as exc:
-        print(f"txpipe export-job: error: {exc}", file=sys.stderr)
-        return 2
+    job = export_job(argv)
     shipped = (f"txpipe staged as {job.directory / job.package}" if job.package
                else "code from the SDK container image")
     print(f"wrote {job.template} and {job.pipeline}: {job.job_type}, Streaming Engine "
@@ -193,15 +194,3 @@ def main(argv: list[str] | None = None) -> int:
           f"({job.seconds:.1f} s)")
     return 0
 
-
-def launch(argv: list[str] | None = None) -> int:
-    """The Flex Template launcher's entry point: ``run`` on Dataflow with the parameters.
-
-    They arrive with the metadata's underscore names (``--window_size=60``), which every
-    ``run`` flag also answers to (:mod:`txpipe.options`)."""
-    from txpipe.cli import main as run_main
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
-        args.append("--runner=DataflowRunner")
-    return run_main(args)

@@ -57,7 +57,7 @@ class TransactionStats(beam.PTransform):
         self.dedupe_horizon_seconds = dedupe_horizon_seconds
         self.breakdown = breakdown
         # A runner-specific replacement for DropDuplicates (same results and counters), e.g.
-        # the lab's dedupe for the DirectRunner (txpipe.runners.LocalRunner.dedupe).
+        # the lab's dedupe for the DirectRunner (txpipe.lab.direct_pubsub.LocalStreaming.dedupe).
         self.dedupe = dedupe
         self.route = Route(route)
         self.buckets = buckets
@@ -134,8 +134,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, 
     letters and go with the parse dead letters, so nothing vanishes at the sink either."""
     if route is None:
         route, _ = choose_route(settings, source, breakdown)
-    estimate = getattr(source, "estimated_bytes", None)
-    buckets = batch.buckets_for(estimate() if estimate else None)
+    buckets = batch.buckets_for(source.estimated_bytes())
     if dedupe is None and route is Route.ELEMENTWISE:
         streaming = pipeline.options.view_as(StandardOptions).streaming
         dedupe = dedupe_for_source(source, settings.dedupe_horizon_seconds, streaming, buckets)

@@ -1,83 +1,148 @@
-"""Running a pipeline: Beam's runner, plus — for local streaming on the DirectRunner — the
-adaptation the lab plugs in.
+"""Running a pipeline: its Beam options, the runner named for a local run, and — on a local
+runner, when the lab is installed — the lab's adaptations.
 
-Beam's DirectRunner reads Pub/Sub ten messages per bundle, blocking on an empty subscription,
-with a wall-clock watermark, and has no drain: not fit for local streaming. The lab package
-provides a better local read, a dedupe without per-id timers and a drain, but the runtime (what
-Dataflow workers install) never imports the lab: it finds the adaptation through the
-``txpipe.local_runner`` entry point, and without one runs Beam's read as it is.
+A local run names the runner Beam's DirectRunner would switch to (the FnApiRunner for a
+bounded read, the BundleBasedDirectRunner for Pub/Sub), which skips the DirectRunner's probe
+for IPython and its attempt at Prism (a download that fails offline).
+
+Beam's DirectRunner reads Pub/Sub ten messages per bundle with a wall-clock watermark and has no
+drain: not fit for local streaming. The lab (``pip install txpipe[lab]``) brings a better local
+read, a dedupe without per-id timers and a drain, and the wiring of Beam's BigQuery clients to
+a local BigQuery. The runtime — what Dataflow workers install — finds them with the one guarded
+import of :func:`_lab` and runs Beam as it is without them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import logging
-from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+)
+
+from txpipe import dataflow
+from txpipe.options import setting_flags
+
+if TYPE_CHECKING:
+    from txpipe.config import Settings
 
 log = logging.getLogger("txpipe.runners")
 
-ENTRY_POINT_GROUP = "txpipe.local_runner"
-LOCAL_RUNNERS = (None, "DirectRunner", "direct")
+#: What ``--runner`` says for a run in this process: unset, or one of Beam's local runners.
+LOCAL_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner", "BundleBasedDirectRunner")
 
 
-@runtime_checkable
-class LocalRun(Protocol):
-    """A running local streaming pipeline that can be drained (as ``gcloud dataflow jobs
-    drain``: stop reading, fire and write every open window, finish) or cancelled at once."""
+class TxpipeOptions(PipelineOptions):
+    """txpipe's settings as Beam pipeline options (``options.view_as(TxpipeOptions)``), so a
+    job's options — on the Dataflow console, in an exported template — show what it was built
+    with (:func:`record_settings`)."""
 
-    result: Any  # the PipelineResult
-
-    def drain(self) -> None:
-        """Ask for a drain; returns at once."""
-        ...
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """True once the pipeline finished (raising its error if it failed)."""
-        ...
-
-    def cancel(self) -> Any:
-        """Stop at once; the returned object's ``line()`` says what was left unwritten."""
-        ...
-
-    def source_counters(self) -> dict[str, int]:
-        """What the read counted itself (e.g. messages pulled)."""
-        ...
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        for flag in setting_flags():
+            if not flag.beam:  # --project / --region: Beam's own options already
+                parser.add_argument(f"--{flag.beam_name}", dest=flag.field, default=None,
+                                    help=flag.help)
 
 
-@runtime_checkable
-class LocalRunner(Protocol):
-    """What the lab's adaptation offers: whether it applies, its Dedupe, and how it runs."""
-
-    def applies(self, runner: str | None, source: Any) -> bool: ...
-
-    def dedupe(self, horizon_seconds: int) -> Any:
-        """A Dedupe transform for this runner (None: the runtime's DropDuplicates)."""
-        ...
-
-    def run(self, pipeline: Any, windows: Any = None) -> LocalRun:
-        """Start ``pipeline`` (its windowing: ``windows``, a WindowSpec); returns at once with a
-        handle to drain, wait for or cancel it."""
-        ...
+def record_settings(options: PipelineOptions, settings: Settings) -> None:
+    """Write the effective settings into ``options`` (in place)."""
+    view = options.view_as(TxpipeOptions)
+    for flag in setting_flags():
+        if not flag.beam:
+            value = getattr(settings, flag.field)
+            setattr(view, flag.field, value.value if isinstance(value, enum.Enum) else value)
 
 
-def local_runner() -> LocalRunner | None:
-    """The adaptation registered under the entry point, if the lab is installed."""
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            adapter = entry.load()
-        except ImportError as exc:  # registered but its dependencies are missing
-            log.debug("local runner %s unavailable: %s", entry.name, exc)
-            continue
-        return adapter() if isinstance(adapter, type) else adapter
-    return None
+def pipeline_options(run: Any) -> PipelineOptions:
+    """The Beam options of ``run`` (a txpipe.cli.RunPlan): its Beam flags, its settings,
+    Dataflow's defaults."""
+    options = PipelineOptions(run.beam_args)
+    record_settings(options, run.settings)
+    standard = options.view_as(StandardOptions)
+    standard.streaming = run.streaming
+    if standard.runner in LOCAL_RUNNERS:
+        standard.runner = local_runner_name(run.source.streaming)
+    gcp = options.view_as(GoogleCloudOptions)
+    gcp.project = gcp.project or run.settings.project_id
+    gcp.region = gcp.region or run.settings.region
+    if dataflow.is_dataflow(standard.runner):  # worker code, Streaming Engine, seed's workers
+        dataflow.apply_defaults(options, run.streaming)
+    # Workers import txpipe as a package; nothing from __main__ needs pickling.
+    options.view_as(SetupOptions).save_main_session = False
+    return options
 
 
-def for_run(runner: str | None, source: Any) -> LocalRunner | None:
-    """The local adaptation a run on ``runner`` reading ``source`` should use, if any."""
-    adapter = local_runner() if runner in LOCAL_RUNNERS else None
-    if adapter is None or not adapter.applies(runner, source):
+def local_runner_name(reads_pubsub: bool) -> str:
+    """The runner Beam's DirectRunner switches to for this graph: txpipe's graphs have no
+    timers and no side inputs, so only a Pub/Sub read keeps it off the FnApiRunner."""
+    return "BundleBasedDirectRunner" if reads_pubsub else "FnApiRunner"
+
+
+def runner_for(options: PipelineOptions):
+    """The runner object for ``options`` — the FnApiRunner given the pipeline options as the
+    DirectRunner gives them (its workers read them) — or None: Beam builds it from the name."""
+    if options.view_as(StandardOptions).runner != "FnApiRunner":
         return None
-    return adapter
+    # Beam-internal (2.77): what SwitchingDirectRunner.run_pipeline does before it hands a
+    # graph to the FnApiRunner; tests/test_runtime_apart.py fails loudly if these move.
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
+@contextlib.contextmanager
+def outside_ipython():
+    """Beam asks IPython whether it runs in a notebook at every transform applied and at run,
+    importing IPython for that (0.6 s in the lab's environment). IPython not imported yet means
+    not running in it: inside, the question is answered no without the import."""
+    if "IPython" in sys.modules:
+        yield
+        return
+    sys.modules["IPython"] = None  # type: ignore[assignment]  # an import of it fails at once
+    try:
+        yield
+    finally:
+        if "IPython" in sys.modules and sys.modules["IPython"] is None:
+            del sys.modules["IPython"]
+
+
+def _lab() -> tuple[Any, Any]:
+    """The lab's LocalStreaming and LocalBigQuery classes, or Nones without the lab."""
+    try:
+        from txpipe.lab.direct_pubsub import LocalStreaming
+        from txpipe.lab.local_bigquery import LocalBigQuery
+    except ImportError as exc:  # the runtime alone, as on a Dataflow worker
+        log.debug("lab not installed: %s", exc)
+        return None, None
+    return LocalStreaming, LocalBigQuery
+
+
+def local_streaming(runner: str | None):
+    """The lab's local-streaming adaptation for a streaming run on ``runner``, if any."""
+    adapter = _lab()[0] if runner in LOCAL_RUNNERS else None
+    return adapter() if adapter is not None else None
+
+
+def local_bigquery(writes_bigquery: bool, runner: str | None) -> contextlib.AbstractContextManager:
+    """A context in which a local run writes BigQuery rows to the BigQuery that
+    ``BIGQUERY_EMULATOR_HOST`` names (the lab's wiring); a no-op otherwise."""
+    wiring = _lab()[1] if writes_bigquery and runner in LOCAL_RUNNERS else None
+    wiring = wiring() if wiring is not None else None
+    return wiring.installed() if wiring and wiring.applies() else contextlib.nullcontext()
 
 
 class StopSignals:
@@ -97,17 +162,12 @@ class StopSignals:
             raise KeyboardInterrupt
 
     def __enter__(self) -> StopSignals:
-        import signal
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        import signal
-
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()

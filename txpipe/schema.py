@@ -322,3 +322,19 @@ LEFT JOIN (
 ) AS a
 ON a.run_id = w.run_id AND a.window_start_time = w.window_start_time AND a.window_end_time = w.window_end_time
 WHERE w.final_rank = 1"""
+
+
+#: The view of dead letters per minute and reason (BigQuery for Looker Studio; DuckDB too).
+DEAD_LETTER_VIEW = "dead_letters_per_minute"
+#: A timestamp cut to its minute: the one spelling the two warehouses do not share.
+MINUTE_OF = {"bigquery": "TIMESTAMP_TRUNC({}, MINUTE)", "duckdb": "date_trunc('minute', {})"}
+
+
+def dead_letters_per_minute_sql(dead_letters: str, dialect: str) -> str:
+    """Each run's dead letters counted per minute (of ``seen_at``) and reason — a stacked time
+    series without reading the payloads. ``dead_letters`` is a quoted table reference,
+    ``dialect`` a key of :data:`MINUTE_OF`."""
+    minute = MINUTE_OF[dialect].format("seen_at")
+    return f"""SELECT run_id, {minute} AS seen_minute, reason, COUNT(*) AS dead_letters
+FROM {dead_letters}
+GROUP BY run_id, seen_minute, reason"""

@@ -3,6 +3,6 @@ local stack (Pub/Sub and BigQuery emulators), the end-to-end demo, the DirectRun
 Pub/Sub read, the notebook helpers.
 
 Installed with ``pip install "txpipe[lab]"``. The runtime (what Dataflow workers install and
-run) never imports this package; it only finds the local-runner adaptation through the
-``txpipe.local_runner`` entry point when a pipeline runs on the DirectRunner.
+run) imports nothing of it but the local-runner adaptations, with one guarded import
+(txpipe.runners) when a pipeline runs on a local runner.
 """

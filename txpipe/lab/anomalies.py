@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from txpipe.lab.notebook import Bucket  # noqa: F401  (one definition; notebook 07 uses lab.Bucket)
+from txpipe.lab.scenarios import Bucket  # noqa: F401  (one definition; notebook 07 uses lab.Bucket)
 
 SCENARIO_COLOURS = {"volume_spike": "#dd8452", "amount_burst": "#8172b3", "drop_out": "#55a868"}
 

@@ -28,7 +28,6 @@ reaches the warehouse, and the run ends with ``ANOMALIES found=N``. ``DEMO_ANOMA
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from txpipe.contract import UTC
+from txpipe.errors import OneLineParser, command
 
 LATE_MARGIN_SECONDS = 60
 DEFAULT_SECONDS = 90
@@ -400,18 +400,13 @@ class Arrivals:
                       if seen < cut)
 
 
-#: Catching up after publishing gives up when the read makes no progress for this long (the
-#: subscription unreachable): the drain then writes what was read, and the rest shows as lost.
-STALL_SECONDS = 30.0
-
-
 def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
              say: Callable[[str], None] = print,
              during: Callable[[float], None] | None = None,
              alerts: Alerts | None = None) -> RunResult:
     """Publish to the emulator while the streaming pipeline fills the warehouse; when publishing
     ends (or on Ctrl+C / SIGTERM) let the read catch up, drain, reconcile. A second signal
-    cancels at once.
+    cancels at once. The steps are the local-streaming driver's (:mod:`txpipe.lab.live`).
 
     ``during(elapsed)`` is called about once a second while publishing (tests inject faults);
     ``alerts`` prints the anomalies found as they reach the warehouse.
@@ -419,6 +414,7 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     import apache_beam as beam
 
     from simulator import publish
+    from txpipe.lab import live
     from txpipe.lab.direct_pubsub import LocalStreaming, expiry
     from txpipe.lab.local import PubSubEmulator  # noqa: F401 - keeps the import error early
     from txpipe.pipeline import build_pipeline
@@ -434,18 +430,18 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     expect = Expectation(settings.window_size_seconds)
     spec = WindowSpec.from_settings(settings)
 
-    local = LocalStreaming(band_seconds=cfg.band_seconds, keep_late=True)
     pipeline = beam.Pipeline(options=_streaming_options())
     # id_label: the DirectRunner refuses it; the pipeline's own Dedupe does that job.
     source = PubSubSource(settings.subscription_path, id_label=None)
     sink = DuckDBSink(warehouse, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
     build_pipeline(pipeline, settings, source, sink,
-                   dedupe=local.dedupe(settings.dedupe_horizon_seconds))
-    handle = local.run(pipeline, spec)
+                   dedupe=LocalStreaming().dedupe(settings.dedupe_horizon_seconds))
+    handle = live.start(pipeline, spec, band_seconds=cfg.band_seconds, keep_late=True,
+                        restart_hold=False)  # its own subscription
+    from txpipe.lab.dashboard import beside  # the live page and the read's progress
+    page = beside(warehouse, handle, lambda: expect.published.messages, say)
     arrivals = Arrivals(warehouse, settings).start()
     started = time.monotonic()
-    stop = threading.Event()
-    outcome: dict[str, Any] = {}
     cancelled = None
     caught_up_after = None
     try:
@@ -454,61 +450,56 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
             def cancel_asked() -> bool:
                 return signals.count >= 2
 
-            def work() -> None:
-                try:
-                    outcome["stats"] = publish(sim, settings.topic_path, truth=expect,
-                                               stop_event=stop)
-                except Exception as exc:  # reported below, with the conservation of what was sent
-                    outcome["error"] = exc
-
-            publisher = threading.Thread(target=work, name="txpipe-demo-publisher", daemon=True)
-            publisher.start()
+            publisher = handle.publish(lambda stop: publish(sim, settings.topic_path,
+                                                            truth=expect, stop_event=stop))
             say(f"publishing {sim.rate:g} tx/s for {sim.duration:g} s to {settings.topic_path} "
                 f"(emulator {emulator_host}); pipeline reading {settings.subscription_path}")
             next_report = time.monotonic() + 10
-            while publisher.is_alive():
-                publisher.join(0.5)
-                if signals.count and not stop.is_set():
+            while not publisher.join(0.5):
+                if signals.count and not publisher.stop.is_set():
                     say("stopping: publishing ends now; the pipeline reads what is left, then "
                         "drains (Ctrl+C again to cancel at once)")
-                    stop.set()
+                    publisher.stop.set()
                 elapsed = time.monotonic() - started
                 if during is not None:
                     during(elapsed)
-                if time.monotonic() >= next_report and publisher.is_alive():
+                if time.monotonic() >= next_report and publisher.alive():
                     next_report += 10
                     say(f"  {elapsed:5.0f} s: {expect.published.messages:,} messages acknowledged, "
                         f"{handle.session.pulled:,} read, {len(arrivals.first_seen)} windows in "
                         "the warehouse")
                     if alerts is not None and settings.anomalies:
                         alerts.check(read_anomalies(warehouse, settings))
-            if "error" in outcome:
-                raise DemoError(f"the simulator failed: {outcome['error']}")
-            stats = outcome["stats"]
+            if publisher.error is not None:
+                raise DemoError(f"the simulator failed: {publisher.error}")
+            stats = publisher.result
             say(f"simulator: {stats.summary()}")
             published_at = time.monotonic()
-            if not _catch_up(handle, expect, published_at, say, cancel_asked):
+            ended = handle.wait_caught_up(
+                published_at, cancelled=cancel_asked,
+                report=lambda pulled: say(f"  reading the backlog: {pulled:,} of "
+                                          f"{expect.published.messages:,} messages read"))
+            if ended == "cancelled":
                 cancelled = handle.cancel().line()
             else:
+                if ended == "stalled":
+                    say(f"the read made no progress for {live.STALL_SECONDS:g} s (subscription "
+                        "unreachable?): draining what it read")
                 caught_up_after = time.monotonic() - published_at
                 # Windows that ended while publishing fire by the watermark, which trails the
                 # clock by the band once caught up; then the drain fires the last, open ones.
-                ended = time.time_ns() // 1000 - round(caught_up_after * 1_000_000)
-                settle = time.monotonic() + cfg.band_seconds + 5
-                while (handle.session.watermark() < ended and time.monotonic() < settle
-                       and not cancel_asked()):
-                    time.sleep(0.2)
+                handle.settle(time.time_ns() // 1000 - round(caught_up_after * 1_000_000),
+                              cfg.band_seconds + 5, cancel_asked)
                 say("draining: every open window fires and is written")
                 arrivals.drain_started = time.time()
-                handle.drain()
-                while not handle.wait(0.2):
-                    if cancel_asked():
-                        cancelled = handle.cancel().line()
-                        break
+                left = handle.drain_and_wait(cancel_asked)
+                cancelled = left.line() if left is not None else None
     finally:
         if not handle.done and cancelled is None:
             handle.cancel()
         arrivals.stop()
+        if page is not None:
+            page.stop()
         delete_pubsub(settings, emulator_host)  # this run's topic and subscription only
     if cancelled:
         say(cancelled)
@@ -519,34 +510,6 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     return RunResult(conservation, "live", stats.summary(), time.monotonic() - started,
                      expect.published.build(sim), expect.kept(dropped).build(sim), stats,
                      arrivals.latencies(), caught_up_after, cancelled)
-
-
-def _catch_up(handle, expect: Expectation, since: float, say: Callable[[str], None],
-              cancel_asked: Callable[[], bool]) -> bool:
-    """Wait until the read finds the subscription empty after ``since`` (or stops making
-    progress for STALL_SECONDS); False when a cancel was asked for meanwhile."""
-    session = handle.session
-    progress = (session.pulled, time.monotonic())
-    next_report = time.monotonic() + 10
-    while not session.caught_up_since(since):
-        if cancel_asked():
-            return False
-        if handle.done:
-            handle.wait(0)  # raises the pipeline's error
-            return True
-        now = time.monotonic()
-        if session.pulled != progress[0]:
-            progress = (session.pulled, now)
-        elif now - progress[1] > STALL_SECONDS:
-            say(f"the read made no progress for {STALL_SECONDS:g} s (subscription unreachable?):"
-                " draining what it read")
-            return True
-        if now >= next_report:
-            next_report += 10
-            say(f"  reading the backlog: {session.pulled:,} of {expect.published.messages:,} "
-                "messages read")
-        time.sleep(0.2)
-    return True
 
 
 def _accumulating(settings) -> bool:
@@ -567,6 +530,7 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
     from txpipe.contract import ATTR_EVENT_TS
     from txpipe.pipeline import build_pipeline
     from txpipe.sinks.duckdb import DuckDBSink
+    from txpipe.sources import TransformSource
 
     sim = cfg.simulation(settings).started()
     expect = Expectation(settings.window_size_seconds)
@@ -583,12 +547,6 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
         stream.add_elements([beam.window.TimestampedValue(message.data, stamp)])
     stream.advance_watermark_to_infinity()
 
-    class _Source:
-        streaming = True
-
-        def transform(self):
-            return stream
-
     say(f"in-process: {len(messages):,} messages ({sim.rate:g} tx/s for {sim.duration:g} s of "
         "event time) through a TestStream; the watermark follows the send times")
     begun = time.monotonic()
@@ -596,7 +554,7 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
     sink = DuckDBSink(warehouse, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
     from txpipe.lab.local_dedupe import BucketedDropDuplicates
 
-    build_pipeline(pipeline, settings, _Source(), sink,
+    build_pipeline(pipeline, settings, TransformSource(stream), sink,
                    dedupe=BucketedDropDuplicates(settings.dedupe_horizon_seconds))
     result = pipeline.run()
     result.wait_until_finish()
@@ -693,8 +651,9 @@ def demo_settings(run_id: str, **overrides):
     })
 
 
+@command("txpipe demo")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m txpipe demo",
         description="Run simulator -> Pub/Sub emulator -> streaming pipeline -> DuckDB locally "
                     "and check the warehouse against what was sent. DEMO_SECONDS / DEMO_RATE "
@@ -710,8 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     from txpipe.lab import local
 
     try:
-        seconds = args.seconds or _env_number("DEMO_SECONDS", DEFAULT_SECONDS)
-        rate = args.rate or _env_number("DEMO_RATE", DEFAULT_RATE)
+        seconds = _env_number("DEMO_SECONDS", DEFAULT_SECONDS) if args.seconds is None else args.seconds
+        rate = _env_number("DEMO_RATE", DEFAULT_RATE) if args.rate is None else args.rate
         if seconds <= 0 or rate <= 0:
             raise DemoError("--seconds and --rate must be > 0")
         run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")

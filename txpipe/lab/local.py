@@ -14,7 +14,6 @@ The same classes serve pytest fixtures, the demo and notebooks::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -28,6 +27,8 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from txpipe.errors import OneLineParser, command
 
 LOCAL_DIR = Path(".local")
 STATE_FILE = "pubsub-emulator.json"
@@ -417,8 +418,9 @@ def down(local_dir: Path = LOCAL_DIR) -> EmulatorState | None:
     return state
 
 
+@command("txpipe local")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m txpipe local",
         description="Start, stop or inspect the local Pub/Sub emulator (state in .local/).")
     parser.add_argument("action", choices=["up", "down", "status", "env"],

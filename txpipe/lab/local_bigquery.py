@@ -5,9 +5,9 @@ jobs) and google-cloud-bigquery's (``insertAll``) — are built by ``BigQueryWra
 credentials the first one starts an interactive OAuth flow that never returns. Inside
 :func:`emulator_clients`, every wrapper a pipeline builds gets both clients on the emulator,
 with anonymous credentials. It patches this process only, so it serves in-process runners
-(the DirectRunner's default mode), never Dataflow workers; the runtime finds it through the
-``txpipe.local_bigquery`` entry point when ``run`` writes to BigQuery locally
-(txpipe.sinks.bigquery.local_wiring).
+(the DirectRunner's default mode), never Dataflow workers; the runtime finds it with its one
+guarded import of the lab when ``run`` writes to BigQuery locally
+(txpipe.runners.local_bigquery).
 """
 
 from __future__ import annotations
@@ -64,8 +64,7 @@ def emulator_clients(endpoint: str | None = None,
 
 
 class LocalBigQuery:
-    """The lab's wiring for ``run --sink bigquery`` on a local runner, found by the runtime
-    through the ``txpipe.local_bigquery`` entry point."""
+    """The lab's wiring for ``run --sink bigquery`` on a local runner (txpipe.runners)."""
 
     def applies(self) -> bool:
         return bool(os.environ.get(ENV))

@@ -245,28 +245,3 @@ def storage_write_unavailable(timeout: float = 3.0) -> str | None:
                 "(offline?)")
     return None
 
-
-# --- a local BigQuery ------------------------------------------------------------------------
-
-LOCAL_WIRING_GROUP = "txpipe.local_bigquery"
-
-
-def local_wiring(sink, runner: str | None):
-    """A context in which a local, in-process run writes ``sink`` to the BigQuery that
-    ``BIGQUERY_EMULATOR_HOST`` names: the lab's wiring, found through its entry point (the
-    runtime imports no lab code). A no-op for other sinks, runners, or without the lab."""
-    import contextlib
-    from importlib.metadata import entry_points
-
-    from txpipe.runners import LOCAL_RUNNERS
-
-    if not isinstance(sink, BigQuerySink) or runner not in LOCAL_RUNNERS:
-        return contextlib.nullcontext()
-    for entry in entry_points(group=LOCAL_WIRING_GROUP):
-        try:
-            wiring = entry.load()()
-        except ImportError:  # registered, but the lab's dependencies are missing
-            continue
-        if wiring.applies():
-            return wiring.installed()
-    return contextlib.nullcontext()

@@ -28,10 +28,12 @@ from apache_beam.transforms import window
 from txpipe.schema import (
     ANOMALIES,
     ANOMALY_VIEW,
+    DEAD_LETTER_VIEW,
     DEAD_LETTERS,
     DIMENSION_STATS,
     WINDOW_STATS,
     Table,
+    dead_letters_per_minute_sql,
     dimension_table_name,
     windows_with_anomalies_sql,
 )
@@ -42,6 +44,34 @@ LOCK_RETRY_SECONDS = 120.0
 #: Writers of one process (the DirectRunner's threads) create the schema one at a time: DuckDB
 #: refuses concurrent catalog changes with a write-write conflict.
 _SCHEMA_LOCK = threading.Lock()
+
+
+class _Uncommitted:
+    """Rows handed to this process's warehouse writers and not yet committed. The lab's local
+    read acknowledges a message only once nothing is (``uncommitted() == 0``) and its windows
+    have fired; nothing else reads it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.count += n
+
+
+
+_UNCOMMITTED = _Uncommitted()
+
+
+def _handed(row):
+    _UNCOMMITTED.add(1)
+    return row
+
+
+def uncommitted() -> int:
+    """How many rows this process's DuckDB writers were handed and have not committed."""
+    return _UNCOMMITTED.count
 
 
 class WarehouseError(Exception):
@@ -129,6 +159,8 @@ class DuckDBSink:
             if table.totals_view:
                 con.execute(f'CREATE OR REPLACE VIEW "{table.totals_view}" AS\n'
                             + table.totals_sql(f'"{name}"'))
+        con.execute(f'CREATE OR REPLACE VIEW "{DEAD_LETTER_VIEW}" AS\n'
+                    + dead_letters_per_minute_sql(f'"{self.dead_letter_table}"', "duckdb"))
         if anomalies:
             con.execute(f'CREATE OR REPLACE VIEW "{ANOMALY_VIEW}" AS\n'
                         + windows_with_anomalies_sql(f'"{self.table}"', f'"{self.anomaly_table}"'))
@@ -188,7 +220,7 @@ class _WriteBatchFn(beam.DoFn):
         _, rows = keyed_rows
         rows = list(rows)
         for start in range(0, len(rows), WriteDuckDB.BATCH_SIZE):
-            batch = self.table.to_arrow(rows[start:start + WriteDuckDB.BATCH_SIZE])  # noqa: F841
+            batch = self.table.to_arrow(rows[start:start + WriteDuckDB.BATCH_SIZE])
             insert = f'INSERT OR IGNORE INTO "{self.name}" SELECT * FROM batch'
             con = connect(self.sink.path)  # a connection per batch: readers get a turn
             try:
@@ -201,6 +233,7 @@ class _WriteBatchFn(beam.DoFn):
                     con.execute(insert)
             finally:
                 con.close()
+            _UNCOMMITTED.add(-batch.num_rows)
         yield len(rows)
 
 
@@ -221,6 +254,7 @@ class WriteDuckDB(beam.PTransform):
             rows = rows | "Identify" >> beam.Map(self.stamp)
         keyed = (
             rows
+            | "Handed" >> beam.Map(_handed)
             | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
             | "OneWriter" >> beam.WithKeys(self.name)
         )
