@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m txpipe demo
 
+# Two workers (each with its own emulators; a module stays on one worker, so its module-scoped
+# fixtures run once): the emulator and process tests spend much of their time waiting.
+PYTEST_WORKERS ?= 2
 test: $(STAMP) lint browser
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile tests
 	$(PY) -m pytest --nbval notebooks --nbval-current-env --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
 lint: $(STAMP)
@@ -67,8 +70,8 @@ notebooks: $(STAMP)
 		--ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=600 \
 		--ExecutePreprocessor.record_timing=False notebooks/[0-9]*.ipynb
 
-# Benchmarks (README "Performance"): every figure against its baseline in one run; writes
-# benchmarks/results.md. BENCH_ARGS="--transactions 100000 --skip simulator" for a quick one.
+# Benchmarks (benchmarks/README.md): every figure against its baseline in one run; replaces the
+# table there. BENCH_ARGS="--transactions 100000 --large 0 --skip simulator" for a quick one.
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 

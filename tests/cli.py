@@ -19,14 +19,14 @@ import pytest
 @dataclass(frozen=True)
 class Ran:
     returncode: int
-    stdout: str
-    stderr: str
+    stdout: str | bytes  # bytes from ``capsysbinary``
+    stderr: str | bytes
 
 
 def run_in_process(capture: pytest.CaptureFixture, main: Callable[[list[str]], int | None],
                    argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> Ran:
     """``main(argv)`` with ``cwd`` as working directory and exactly ``env`` (default: this
-    process's) as environment, its output read from ``capture`` (the test's ``capsys``);
+    process's) as environment, its output read from ``capture`` (``capsys``/``capsysbinary``);
     the logging set up by the command is undone afterwards."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level

@@ -13,8 +13,6 @@ from __future__ import annotations
 import glob
 import json
 import math
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -121,13 +119,12 @@ def test_per_dimension_the_spiked_category_is_flagged(small_stream):
     assert truth.score_anomalies(found).recall == 1.0
 
 
-def test_the_cli_writes_anomaly_files_and_counts_them(small_stream):
+def test_the_cli_writes_anomaly_files_and_counts_them(small_stream, in_process):
     work, _ = small_stream
-    proc = subprocess.run(
-        [sys.executable, "-m", "txpipe", "run", "--source", "file", "--input", "stream.jsonl",
-         "--sink", "jsonl", "--output", "out/windows", "--anomalies", "--anomaly-warmup", "10",
-         "--anomaly-output", "out/found"],
-        cwd=work, env=clean_env(), capture_output=True, text=True, timeout=300)
+    proc = in_process(run_main, [
+        "--source", "file", "--input", "stream.jsonl", "--sink", "jsonl", "--output",
+        "out/windows", "--anomalies", "--anomaly-warmup", "10", "--anomaly-output", "out/found"],
+        cwd=work, env=clean_env())
     assert proc.returncode == 0, proc.stderr
     files = glob.glob(str(work / "out/found-*.anomalies.jsonl"))
     found = [json.loads(line) for f in files for line in Path(f).read_text().splitlines()]

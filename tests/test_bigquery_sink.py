@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -28,6 +26,7 @@ from conftest import unique_settings
 from google.cloud import bigquery
 
 from txpipe import metrics
+from txpipe.__main__ import main as txpipe_main
 from txpipe.config import Settings
 from txpipe.contract import encode_message
 from txpipe.lab.local_bigquery import cloud_client, emulator_clients
@@ -240,7 +239,7 @@ def test_dead_letters_the_dead_letter_table_refuses_are_logged_and_counted(
 
 
 def test_a_replay_with_sink_bigquery_loads_files_and_a_rerun_changes_no_total(
-        bigquery_emulator, tmp_path):
+        bigquery_emulator, tmp_path, in_process):
     """As a user runs it: ``run --sink bigquery`` on a file, twice. File loads append, so the
     table holds each pane twice after the rerun; the totals view reads each pane once."""
     settings = unique_settings()
@@ -251,12 +250,10 @@ def test_a_replay_with_sink_bigquery_loads_files_and_a_rerun_changes_no_total(
            {name.upper() for name in Settings.model_fields}}
     env.update(PROJECT_ID=settings.project_id, BIGQUERY_DATASET_ID=settings.bigquery_dataset_id,
                BIGQUERY_EMULATOR_HOST=bigquery_emulator.endpoint)
-    argv = [sys.executable, "-m", "txpipe", "run", "--source", "file", "--input", "tx.jsonl",
-            "--sink", "bigquery"]
+    argv = ["run", "--source", "file", "--input", "tx.jsonl", "--sink", "bigquery"]
     totals = []
     for _ in range(2):
-        proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=300)
+        proc = in_process(txpipe_main, argv, cwd=tmp_path, env=env)
         assert proc.returncode == 0, proc.stderr
         assert "read=44 valid=41 unique=40 duplicates_dropped=1 dead_lettered=3" in proc.stdout
         totals.append(bigquery_warehouse(client, settings))

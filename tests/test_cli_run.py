@@ -28,6 +28,8 @@ from recount import (
 
 from txpipe.config import Settings
 
+pytestmark = pytest.mark.subprocess  # commands run as a user runs them
+
 VARIABLES = {name.upper() for name in Settings.model_fields}
 
 

@@ -124,6 +124,7 @@ def test_a_bad_flag_value_is_reported_like_the_environment(clean_env):
         load_settings(window_size_seconds=-1)
 
 
+@pytest.mark.subprocess
 def test_python_m_txpipe_config_ok(tmp_path):
     (tmp_path / ".env").write_text("WINDOW_SIZE_SECONDS=45\n")
     done = subprocess.run([sys.executable, "-m", "txpipe.config"], cwd=tmp_path,
@@ -137,6 +138,7 @@ def test_python_m_txpipe_config_ok(tmp_path):
     assert "BIGQUERY_DATASET_ID=streaming_data_warehouse_v2" in lines
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("module", [["txpipe.config"], ["txpipe", "config"]])
 def test_python_m_txpipe_config_bad_value_exits_2(tmp_path, module):
     (tmp_path / ".env").write_text("WINDOW_SIZE_SECONDS=thirty\n")

@@ -16,6 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import apache_beam as beam
+import pytest
 from collect import Outputs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -107,6 +108,7 @@ def streams(draw):
     return spec, txs, resend, bad, seed, in_order, breakdown
 
 
+@pytest.mark.slow  # forty pipelines, both routes each
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=streams())
 def test_windows_and_dead_letters_conserve_every_message_on_both_routes(stream):

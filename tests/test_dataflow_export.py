@@ -27,6 +27,8 @@ from txpipe.cli import main as run_main
 from txpipe.config import Settings
 from txpipe.contract import ATTR_EVENT_TS, ATTR_TRANSACTION_ID
 
+pytestmark = pytest.mark.subprocess  # commands run as a user runs them
+
 NO_NETWORK = '''
 import os, socket
 

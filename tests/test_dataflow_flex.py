@@ -143,12 +143,14 @@ def _flex(action: str, project: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.subprocess
 def test_flex_template_refuses_the_offline_project():
     proc = _flex("build", dataflow.local_project())
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "PROJECT_ID" in proc.stderr
 
 
+@pytest.mark.subprocess
 def test_flex_template_commands(tmp_path):
     build = _flex("build", "my-project-1")
     assert build.returncode == 0, build.stderr
@@ -163,6 +165,7 @@ def test_flex_template_commands(tmp_path):
         assert flag in run.stdout
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(shutil.which("gcloud") is None, reason="needs the Google Cloud CLI")
 def test_gcloud_builds_the_spec_from_our_metadata(metadata):
     proc = subprocess.run(

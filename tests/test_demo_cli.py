@@ -8,6 +8,9 @@ import subprocess
 import sys
 
 import duckdb
+import pytest
+
+pytestmark = pytest.mark.subprocess  # commands run as a user runs them
 
 
 def demo(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:

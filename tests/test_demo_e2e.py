@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from conftest import unique_settings
 
 from simulator import Truth
@@ -74,6 +75,7 @@ def test_warehouse_equals_the_truth_manifest(pubsub_emulator, tmp_path):
         (w.sum for w in outcome.kept.windows), Decimal(0))
 
 
+@pytest.mark.emulator  # starts an emulator of its own, to restart it
 def test_emulator_restart_mid_run_loses_nothing_silently(tmp_path, monkeypatch):
     """Kill the emulator mid-run and start a new one on the same port: the simulator retries,
     the reader waits, and whatever the old server held is reported as lost, window by window."""

@@ -30,6 +30,8 @@ from recount import (
 
 from txpipe.config import Settings
 
+pytestmark = pytest.mark.subprocess  # commands run as a user runs them
+
 N = 20_000
 WINDOW = 30  # the default WINDOW_SIZE_SECONDS: the run passes no window flag
 VARIABLES = {name.upper() for name in Settings.model_fields}

@@ -127,6 +127,7 @@ def _runtime_only(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.subprocess
 def test_run_and_export_job_work_without_the_lab(tmp_path):
     lines = [b'{"transaction_id": "a", "amount": 12.5, "timestamp": "2026-11-27T10:00:01Z"}',
              b'{"transaction_id": "b", "amount": 7, "timestamp": "2026-11-27T10:00:31+00:00"}',

@@ -6,8 +6,6 @@ anomalies), never taken from the injector's own bookkeeping.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -24,6 +22,7 @@ from simulator.anomalies import (
     LabelledWindow,
     score_findings,
 )
+from simulator.cli import main as simulator_main
 from txpipe.contract import to_micros
 
 START = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -157,14 +156,13 @@ def test_precision_and_recall_as_defined():
     assert q.recall == 0.5 and q.missed == (drop,) and q.precision == 1.0
 
 
-def test_bad_anomaly_settings_are_refused():
+def test_bad_anomaly_settings_are_refused(tmp_path, in_process):
     with pytest.raises(SimulationConfigError) as error:
         replace(BASE, anomalies=("meteor",))
     assert error.value.field == "anomalies"
     with pytest.raises(SimulationConfigError) as error:
         replace(BASE, anomalies=("drop_out",), anomaly_dimension="amount")
     assert error.value.field == "anomaly_dimension"
-    cli = subprocess.run([sys.executable, "-m", "simulator", "--target", "stdout", "--count", "1",
-                          "--anomalies", "volume_spike,meteor"],
-                         capture_output=True, text=True, timeout=60)
+    cli = in_process(simulator_main, ["--target", "stdout", "--count", "1",
+                                      "--anomalies", "volume_spike,meteor"], cwd=tmp_path)
     assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "meteor" in cli.stderr

@@ -16,6 +16,7 @@ import pytest
 from emulator import pull_all
 
 from simulator import SimulationConfig, Truth, TruthBuilder, generate, publish, run
+from simulator.cli import main as simulator_main
 from simulator.pubsub import PubSubSink, RetryPolicy
 from simulator.sinks import TargetError
 from simulator.stats import PublishStats, Recorder
@@ -60,13 +61,12 @@ def test_paced_publishing_keeps_to_the_rate_and_stops_on_request(pubsub_settings
     assert len(received) == stats.published
 
 
-def test_cli_publishes_everything_and_reports_it(pubsub_settings, tmp_path):
+def test_cli_publishes_everything_and_reports_it(pubsub_settings, tmp_path, in_process):
     stats_path, truth_path = tmp_path / "stats.json", tmp_path / "truth.json"
-    result = subprocess.run(
-        simulator("--topic", pubsub_settings.pubsub_topic_id, "--count", "3000", "--rate", "0",
-                  "--malformed-rate", "0.05", "--stats-json", str(stats_path),
-                  "--truth", str(truth_path)),
-        capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+    result = in_process(simulator_main, simulator(
+        "--topic", pubsub_settings.pubsub_topic_id, "--count", "3000", "--rate", "0",
+        "--malformed-rate", "0.05", "--stats-json", str(stats_path),
+        "--truth", str(truth_path))[3:], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     stats = json.loads(stats_path.read_text())
     assert (stats["published"], stats["failed"]) == (3000, 0)
@@ -76,16 +76,15 @@ def test_cli_publishes_everything_and_reports_it(pubsub_settings, tmp_path):
     assert truth.messages == 3000 and sum(truth.malformed.values()) == stats["by_kind"]["malformed"]
 
 
-def test_missing_topic_is_one_line_unless_created(pubsub_emulator, tmp_path):
+def test_missing_topic_is_one_line_unless_created(pubsub_emulator, tmp_path, in_process):
     topic = f"absent-{uuid.uuid4().hex[:8]}"
-    missing = subprocess.run(simulator("--topic", topic, "--count", "10", "--rate", "0"),
-                             capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+    missing = in_process(simulator_main, simulator("--topic", topic, "--count", "10", "--rate",
+                                                   "0")[3:], cwd=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
     assert "--create-topic" in missing.stderr
-    created = subprocess.run(
-        simulator("--topic", topic, "--count", "10", "--rate", "0", "--create-topic"),
-        capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+    created = in_process(simulator_main, simulator("--topic", topic, "--count", "10", "--rate",
+                                                   "0", "--create-topic")[3:], cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     assert "published 10 messages" in created.stderr
 
@@ -113,6 +112,7 @@ def test_unreachable_server_is_retried_with_backoff_then_counted_failed(monkeypa
         publish(SimulationConfig(count=1), f"projects/{PROJECT}/topics/t-nowhere")
 
 
+@pytest.mark.subprocess
 def test_sigint_flushes_pending_messages_and_exits_0(pubsub_settings, tmp_path):
     stats_path = tmp_path / "stats.json"
     proc = subprocess.Popen(

@@ -16,6 +16,8 @@ from conftest import unique_settings
 
 from txpipe.config import Settings
 
+pytestmark = pytest.mark.subprocess  # commands run as a user runs them
+
 LINE = b'{"transaction_id": "a", "amount": 1.5, "timestamp": "2026-11-27T10:00:00Z"}\n'
 VARIABLES = {name.upper() for name in Settings.model_fields}
 

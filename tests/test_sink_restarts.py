@@ -21,11 +21,13 @@ from decimal import Decimal
 
 import apache_beam as beam
 import duckdb
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing import test_stream
 from apache_beam.utils.timestamp import Timestamp
 from recount import AWKWARD_AMOUNTS, BASE, Tx, bad_records, recount_windows, spell_message
 
+from txpipe.__main__ import main as txpipe_main
 from txpipe.config import Settings, load_settings
 from txpipe.pipeline import build_pipeline
 from txpipe.schema import WINDOW_STATS
@@ -90,7 +92,7 @@ def replay(raw: list[bytes], sink, settings: Settings | None = None) -> None:
 # --- replays --------------------------------------------------------------------------------
 
 
-def test_the_same_replay_twice_changes_nothing(tmp_path):
+def test_the_same_replay_twice_changes_nothing(tmp_path, in_process):
     """Through the CLI, as an operator reruns a replay: every row of both tables, down to
     ``processed_at`` and ``seen_at``, is what the first run wrote."""
     rng = random.Random(5)
@@ -100,12 +102,11 @@ def test_the_same_replay_twice_changes_nothing(tmp_path):
     rng.shuffle(lines)
     (tmp_path / "tx.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     env = {k: v for k, v in os.environ.items() if k.upper() not in VARIABLES}
-    argv = [sys.executable, "-m", "txpipe", "run", "--source", "file", "--input", "tx.jsonl",
-            "--sink", "duckdb", "--output", "w.duckdb"]
+    argv = ["run", "--source", "file", "--input", "tx.jsonl", "--sink", "duckdb", "--output",
+            "w.duckdb"]
     snapshots = []
     for _ in range(2):
-        proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=300)
+        proc = in_process(txpipe_main, argv, cwd=tmp_path, env=env)
         assert proc.returncode == 0, proc.stderr
         snapshots.append(everything(tmp_path / "w.duckdb"))
     assert snapshots[0] == snapshots[1]
@@ -180,9 +181,13 @@ class StreamSource:
     message."""
 
     streaming = True
+    dedupe_seconds = 0  # the read drops no redelivery itself
 
     def __init__(self, deliveries: list[tuple[float, bytes, Tx]]):
         self.deliveries = sorted(deliveries, key=lambda d: d[0])
+
+    def estimated_bytes(self) -> None:
+        return None
 
     def transform(self):
         stream = test_stream.TestStream()
@@ -257,6 +262,7 @@ def test_a_restart_within_the_dedupe_horizon_is_over_by_exactly_what_both_counte
 # --- kill -9 --------------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_kill_9_midway_then_a_rerun_is_usable_exact_and_without_doubles(tmp_path):
     """The run is killed as soon as its writers commit for the first time (the warehouse file
     changes after ``run``'s check created the schema; the writers commit 5,000 rows at a

@@ -16,7 +16,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from txpipe import logs
 from txpipe.config import BigQueryMethod, Route, Settings, load_settings
+from txpipe.dataflow import check_submission, is_dataflow, submission_line
 from txpipe.errors import OneLineParser, UsageError, command
 from txpipe.options import add_setting_arguments, setting_overrides
 
@@ -180,7 +182,6 @@ def _source(args: argparse.Namespace, settings: Settings,
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from txpipe.contract import ATTR_TRANSACTION_ID
-    from txpipe.dataflow import is_dataflow
     from txpipe.sources import FileSource, PubSubSource
 
     if args.source == "file":
@@ -336,7 +337,6 @@ def execute(run: RunPlan) -> RunOutcome:
     from apache_beam.options.pipeline_options import StandardOptions
 
     from txpipe import runners
-    from txpipe.dataflow import is_dataflow
     from txpipe.pipeline import build_pipeline
     from txpipe.sinks import BigQuerySink
     from txpipe.windowing import WindowSpec
@@ -410,8 +410,6 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     run = plan(argv)
-    from txpipe import logs
-    from txpipe.dataflow import check_submission, submission_line
     from txpipe.metrics import read_counters
     from txpipe.runners import pipeline_options
     from txpipe.windowing import WindowSpec

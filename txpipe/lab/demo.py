@@ -436,7 +436,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     sink = DuckDBSink(warehouse, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
     build_pipeline(pipeline, settings, source, sink,
                    dedupe=LocalStreaming().dedupe(settings.dedupe_horizon_seconds))
-    handle = live.start(pipeline, spec, band_seconds=cfg.band_seconds, keep_late=True)
+    handle = live.start(pipeline, spec, band_seconds=cfg.band_seconds, keep_late=True,
+                        restart_hold=False)  # its own subscription
     from txpipe.lab.dashboard import beside  # the live page and the read's progress
     page = beside(warehouse, handle, lambda: expect.published.messages, say)
     arrivals = Arrivals(warehouse, settings).start()
@@ -529,6 +530,7 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
     from txpipe.contract import ATTR_EVENT_TS
     from txpipe.pipeline import build_pipeline
     from txpipe.sinks.duckdb import DuckDBSink
+    from txpipe.sources import TransformSource
 
     sim = cfg.simulation(settings).started()
     expect = Expectation(settings.window_size_seconds)
@@ -545,12 +547,6 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
         stream.add_elements([beam.window.TimestampedValue(message.data, stamp)])
     stream.advance_watermark_to_infinity()
 
-    class _Source:
-        streaming = True
-
-        def transform(self):
-            return stream
-
     say(f"in-process: {len(messages):,} messages ({sim.rate:g} tx/s for {sim.duration:g} s of "
         "event time) through a TestStream; the watermark follows the send times")
     begun = time.monotonic()
@@ -558,7 +554,7 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
     sink = DuckDBSink(warehouse, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
     from txpipe.lab.local_dedupe import BucketedDropDuplicates
 
-    build_pipeline(pipeline, settings, _Source(), sink,
+    build_pipeline(pipeline, settings, TransformSource(stream), sink,
                    dedupe=BucketedDropDuplicates(settings.dedupe_horizon_seconds))
     result = pipeline.run()
     result.wait_until_finish()
