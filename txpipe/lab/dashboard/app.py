@@ -57,8 +57,8 @@ class Board:
 def lag_seconds(snap: data.Snapshot, prog: run_progress.Progress | None) -> float | None:
     """The read's watermark behind the clock when the run records it; else how far the newest
     window written ends behind the clock (a replay's is its data's age)."""
-    if prog is not None and prog.watermark is not None:
-        return snap.taken_at - prog.watermark
+    if prog is not None and prog.lag is not None:
+        return prog.lag  # as the run last recorded it (a finished run's stays put)
     end = snap.newest_window_end
     return None if end is None else snap.taken_at - end.timestamp()
 
