@@ -9,7 +9,7 @@ the same counters (``transactions_unique``; ``duplicates_dropped`` is valid − 
 - :class:`SourceDeduplicated`: when the source itself drops repeated ids for at least the
   horizon — Dataflow's Pub/Sub read with ``id_label`` does for 10 minutes — the step only
   counts. Keyed state per id would repeat that work, and costs most of the element-wise plan's
-  CPU on the SDK harness Dataflow's workers run (README "Performance").
+  CPU on the SDK harness Dataflow's workers run (benchmarks/README.md).
 - :class:`ShuffleDeduplicated`: bounded input in a batch pipeline: a GroupByKey of id buckets
   (as the batched route's, txpipe.batch) meets every copy of an id, with no state per id.
 
