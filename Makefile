@@ -70,8 +70,8 @@ notebooks: $(STAMP)
 		--ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=600 \
 		--ExecutePreprocessor.record_timing=False notebooks/[0-9]*.ipynb
 
-# Benchmarks (README "Performance"): every figure against its baseline in one run; writes
-# benchmarks/results.md. BENCH_ARGS="--transactions 100000 --skip simulator" for a quick one.
+# Benchmarks (benchmarks/README.md): every figure against its baseline in one run; replaces the
+# table there. BENCH_ARGS="--transactions 100000 --large 0 --skip simulator" for a quick one.
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 

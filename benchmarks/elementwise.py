@@ -12,6 +12,8 @@ Variants:
 - ``dataflow``: what the exported streaming job runs — Dedupe only counts, because Dataflow's
   Pub/Sub read drops repeated ``id_label`` values itself (txpipe.dedupe);
 - ``dataflow-sliding``: the same with 30 s windows sliding every 10 s;
+- ``replay``: what a replay with ``--route element-wise`` runs — a bounded input in a batch
+  pipeline dedupes by a shuffle of id buckets (txpipe.dedupe.ShuffleDeduplicated);
 - ``per-id-state``: Beam's DeduplicatePerKey (a dedupe horizon longer than Dataflow's 10
   minutes, or a runner without source dedupe), with the harness's state cache as it ships
   (100 MB: every state write is measured by objsize);
@@ -42,6 +44,7 @@ PRICES_AS_OF = "2025"
 VARIANTS = {
     "dataflow": {"dedupe": "source", "window": "fixed", "sizes": (20_000, 100_000)},
     "dataflow-sliding": {"dedupe": "source", "window": "sliding", "sizes": (20_000, 100_000)},
+    "replay": {"dedupe": "replay", "window": "fixed", "sizes": (20_000, 100_000)},
     "per-id-state": {"dedupe": "state", "window": "fixed", "cache_mb": 100,
                      "sizes": (2_000, 6_000)},
     "per-id-state-no-cache": {"dedupe": "state", "window": "fixed", "cache_mb": 0,
@@ -54,8 +57,10 @@ def _child(path: str, variant: dict) -> None:
     import apache_beam as beam
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 
+    from txpipe import batch
     from txpipe.config import Route, WindowType
     from txpipe.dedupe import DropDuplicates, SourceDeduplicated
+    from txpipe.dedupe import for_source as dedupe_for_source
     from txpipe.pipeline import TransactionStats
     from txpipe.sources import FileSource
     from txpipe.windowing import WindowSpec
@@ -64,9 +69,14 @@ def _child(path: str, variant: dict) -> None:
         worker_handlers.STATE_CACHE_SIZE_MB = variant["cache_mb"]
     spec = (WindowSpec(kind=WindowType.SLIDING, size_seconds=30, period_seconds=10)
             if variant["window"] == "sliding" else WindowSpec())
-    dedupe = SourceDeduplicated() if variant["dedupe"] == "source" else DropDuplicates(600)
+    source = FileSource(path)
+    dedupe = {"source": SourceDeduplicated,
+              "replay": lambda: dedupe_for_source(
+                  source, 600, streaming=False,
+                  buckets=batch.buckets_for(source.estimated_bytes())),
+              "state": lambda: DropDuplicates(600)}[variant["dedupe"]]()
     with beam.Pipeline(runner=FnApiRunner()) as p:
-        result = (p | "Read" >> FileSource(path).transform()
+        result = (p | "Read" >> source.transform()
                   | TransactionStats(spec, dedupe=dedupe, route=Route.ELEMENTWISE))
         (result.windows | beam.WindowInto(beam.window.GlobalWindows())
          | beam.combiners.Count.Globally())

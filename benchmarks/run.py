@@ -1,13 +1,17 @@
 """``make bench``: every figure against its baseline, measured in the same run on this machine.
 
-    python -m benchmarks.run [--transactions 1000000] [--notebook-transactions 20000]
-                             [--skip replay,elementwise,simulator,streaming,notebook]
-                             [--output benchmarks/results.md]
+    python -m benchmarks.run [--transactions 1000000] [--large 4000000]
+                             [--notebook-transactions 20000]
+                             [--skip replay,elementwise,startup,simulator,streaming,notebook,
+                                     anomaly]
+                             [--output benchmarks/README.md]
                              [--streaming-seconds 60] [--streaming-rates 1000,3000]
 
 Replay ratios are speed-ups, pandas' wall time ÷ txpipe's (above 1: txpipe is faster).
 
-Prints the table and writes it (with the machine and the commands) to ``--output``.
+Prints the table and writes it (with the machine, the load and the commands) into
+``--output`` between its ``make bench`` markers; rows of skipped sections stay from the earlier
+run, marked so.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from benchmarks import data, elementwise, foreign, replay
 from benchmarks.measure import run
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = {"replay": 1.0, "other_windows": 0.5, "elementwise_us": 50.0, "simulator": 30_000,
+TARGETS = {"replay": 1.5, "other_windows": 1.0, "elementwise_us": 50.0, "simulator": 30_000,
            "streaming": 1_000, "notebook": 3.0, "anomaly": 0.9}
 
 
@@ -56,61 +60,113 @@ def mib(n: int) -> str:
 
 #: The replay inputs: the simulator's file, and a foreign producer's (json.dumps spacing,
 #: isoformat() microseconds and offsets, int / exponent amounts, fields in any order,
-#: unsorted over 24 h), clean and with 5 % re-sends and 1 % bad lines.
+#: unsorted over 24 h) with 5 % re-sends and 1 % bad lines.
 def replay_inputs(workdir: Path, transactions: int) -> list[tuple[str, Path]]:
     return [
-        ("simulator", data.replay_file(workdir / f"replay-{transactions}.jsonl", transactions)),
-        ("foreign", foreign.write(workdir / f"foreign-{transactions}.jsonl", transactions)),
-        ("foreign + 5 % re-sends + 1 % bad", foreign.write(
+        ("foreign, 5 % re-sends, 1 % bad", foreign.write(
             workdir / f"foreign-dirty-{transactions}.jsonl", transactions, duplicates=0.05,
             bad=0.01)),
+        ("simulator", data.replay_file(workdir / f"replay-{transactions}.jsonl", transactions)),
     ]
 
 
-def _replay_row(figure: str, ours, base, target: float, command: str,
+def _measured(m, lines: int) -> str:
+    return (f"{m.wall_seconds:.1f} s wall, {m.cpu_seconds:.1f} s CPU "
+            f"({m.cpu_seconds / lines * 1e6:.1f} µs/line), peak {mib(m.peak_rss_bytes)}")
+
+
+def _replay_row(figure: str, ours, base, base_name: str, target: float | None, command: str,
                 memory: bool = True) -> dict:
     lines = ours.counts.get("read", 0)
     m, b = ours.measured, base.measured
     speedup = b.wall_seconds / m.wall_seconds
-    met = speedup >= target and (not memory or m.peak_rss_bytes <= b.peak_rss_bytes)
+    met = None if target is None else (
+        speedup >= target and (not memory or m.peak_rss_bytes <= b.peak_rss_bytes))
     return {
         "figure": figure,
-        "value": f"{m.wall_seconds:.1f} s, {m.cpu_seconds / lines * 1e6:.1f} µs CPU/tx, "
-                 f"peak {mib(m.peak_rss_bytes)}",
-        "baseline": f"pandas: {b.wall_seconds:.1f} s, {b.cpu_seconds / lines * 1e6:.1f} µs "
-                    f"CPU/tx, peak {mib(b.peak_rss_bytes)}",
+        "value": _measured(m, lines),
+        "baseline": f"{base_name}: {_measured(b, lines)}; counted {base.counts.get('unique')}"
+                    f" of txpipe's {ours.counts.get('unique')}",
         "ratio": speedup,
-        "target": f"pandas ÷ txpipe ≥ {target:g}" + (", peak ≤ pandas'" if memory else ""),
+        "target": "—" if target is None else (
+            f"{base_name} ÷ txpipe ≥ {target:g}" + (", peak below it" if memory else "")),
         "met": met,
         "command": command,
     }
 
 
-def bench_replay(workdir: Path, transactions: int) -> list[dict]:
+def bench_replay(workdir: Path, sizes: list[int]) -> list[dict]:
     rows = []
     command = ("python -m txpipe run --source file --input FILE --sink jsonl --output OUT "
                "--window-size 30")
-    foreign_base = None
-    for name, path in replay_inputs(workdir, transactions):
-        base = replay.pandas_replay(path, workdir)
-        ours = replay.txpipe_replay(path, workdir)
-        problems = replay.disagreements(ours, base)
-        if problems:
-            raise SystemExit(f"{name}: txpipe and pandas disagree: " + "; ".join(problems[:5]))
-        rows.append(_replay_row(f"Replay {ours.counts.get('read', 0):,} lines, {name} → window "
-                                "stats", ours, base, TARGETS["replay"], command))
-        if name == "foreign":
-            foreign_base = (path, base)
-    if foreign_base:  # sliding and session windows against pandas' fixed-window time
-        path, base = foreign_base
-        for kind, flags in (("sliding 30 s every 10 s", ["--window-type", "sliding",
-                                                        "--window-period", "10"]),
-                            ("sessions, 60 s gap", ["--window-type", "session"])):
-            ours = replay.txpipe_replay(path, workdir, flags, name="txpipe-other")
-            rows.append(_replay_row(f"Replay {ours.counts.get('read', 0):,} lines, foreign, "
-                                    f"{kind} (pandas: fixed 30 s)", ours, base,
-                                    TARGETS["other_windows"], f"{command} {' '.join(flags)}",
-                                    memory=False))
+    for transactions in sizes:
+        for name, path in replay_inputs(workdir, transactions):
+            if name == "simulator" and transactions != sizes[0]:
+                continue  # the simulator's file at the first size only
+            ours = replay.txpipe_replay(path, workdir)
+            bases = {script: replay.pandas_replay(path, workdir, script)
+                     for script in replay.BASELINES}
+            problems = replay.disagreements(ours, bases["baseline_pandas"])
+            if problems:
+                raise SystemExit(f"{name}: txpipe and pandas disagree: " + "; ".join(problems[:5]))
+            lines = ours.counts.get("read", 0)
+            for script, label in replay.BASELINES.items():
+                target = TARGETS["replay"] if script == "plain_pandas" else None
+                rows.append(_replay_row(
+                    f"Replay {lines:,} lines, {name} → 30 s window stats, vs {label}", ours,
+                    bases[script], label, target,
+                    f"{command}; python -m benchmarks.{script} FILE OUT"))
+            if name.startswith("foreign") and transactions == sizes[0]:
+                rows += _other_windows(path, workdir, bases["plain_pandas"], command)
+    return rows
+
+
+def _other_windows(path: Path, workdir: Path, base, command: str) -> list[dict]:
+    """Sliding and session windows against the plain script's fixed-window time."""
+    rows = []
+    for kind, flags in (("sliding 60 s every 30 s", ["--window-type", "sliding",
+                                                    "--window-size", "60",
+                                                    "--window-period", "30"]),
+                        ("sessions, 60 s gap", ["--window-type", "session"])):
+        ours = replay.txpipe_replay(path, workdir, flags, name="txpipe-other")
+        rows.append(_replay_row(f"Replay {ours.counts.get('read', 0):,} lines, foreign, {kind} "
+                                "(plain pandas: fixed 30 s)", ours, base, "plain pandas script",
+                                TARGETS["other_windows"],
+                                f"{command.replace(' --window-size 30', '')} {' '.join(flags)}",
+                                memory=False))
+    return rows
+
+
+def bench_startup(workdir: Path) -> list[dict]:
+    """Start-up: benchmarks/startup.py's figures when it exists, else measured here: `--help`,
+    a refused flag value and a 10-line replay beside `import apache_beam` alone."""
+    if (ROOT / "benchmarks" / "startup.py").exists():
+        result = run([sys.executable, "-m", "benchmarks.startup"], cwd=str(ROOT))
+        lines = result.stdout.strip().splitlines() or [result.stderr.strip()[-200:]]
+        return [{"figure": "Start-up (benchmarks/startup.py)", "value": "; ".join(lines[-6:]),
+                 "baseline": "", "ratio": None, "target": "see benchmarks/startup.py",
+                 "met": result.returncode == 0, "command": "python -m benchmarks.startup"}]
+    tiny = foreign.write(workdir / "foreign-10.jsonl", 10)
+    beam = run([sys.executable, "-c", "import apache_beam"]).check()
+    cases = [
+        ("python -m txpipe run --help", ["run", "--help"], 1.5, False),
+        ("a bad flag value refused (--route nonsense)", ["run", "--route", "nonsense"], 1.5,
+         False),
+        ("a 10-line replay", ["run", "--source", "file", "--input", str(tiny), "--sink", "jsonl",
+                              "--output", str(workdir / "startup")], 1.0, True),
+    ]
+    rows = []
+    for label, args, target, after_beam in cases:
+        m = run([sys.executable, "-m", "txpipe", *args], env={"LOG_LEVEL": "WARNING"})
+        limit = beam.wall_seconds + target if after_beam else target
+        rows.append({"figure": f"Start-up: {label}",
+                     "value": f"{m.wall_seconds:.2f} s wall, {m.cpu_seconds:.2f} s CPU",
+                     "baseline": f"`import apache_beam` alone: {beam.wall_seconds:.2f} s",
+                     "ratio": None,
+                     "target": (f"≤ import apache_beam + {target:g} s" if after_beam
+                                else f"≤ {target:g} s"),
+                     "met": m.wall_seconds <= limit,
+                     "command": "python -m txpipe " + " ".join(args).replace(str(workdir), "DIR")})
     return rows
 
 
@@ -247,20 +303,47 @@ def table(rows: list[dict]) -> str:
     lines = ["| figure | txpipe | baseline (same run) | ratio | target | met |",
              "|---|---|---|---|---|---|"]
     for r in rows:
+        if "line" in r:  # a row kept from an earlier run
+            lines.append(r["line"])
+            continue
         ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else "—"
+        met = "—" if r["met"] is None else ("yes" if r["met"] else "**no**")
         lines.append(f"| {r['figure']} | {r['value']} | {r['baseline']} | {ratio} | "
-                     f"{r['target']} | {'yes' if r['met'] else '**no**'} |")
+                     f"{r['target']} | {met} |")
     return "\n".join(lines)
+
+
+#: Sections of the table, by the start of their rows' figure.
+SECTIONS = {"replay": "Replay", "elementwise": "Element-wise", "startup": "Start-up",
+            "simulator": "Simulator", "streaming": "Local streaming", "notebook": "Notebook",
+            "anomaly": "Anomaly"}
+BEGIN, END = "<!-- make bench: begin -->", "<!-- make bench: end -->"
+
+
+def earlier_rows(page: str, skipped: set[str]) -> list[dict]:
+    """The rows of skipped sections in the page's current table, marked as earlier."""
+    if BEGIN not in page:
+        return []
+    prefixes = tuple(SECTIONS[name] for name in skipped if name in SECTIONS)
+    kept = []
+    for line in page.split(BEGIN, 1)[1].split(END, 1)[0].splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| ") and cells[0][2:].lstrip("*").startswith(prefixes or ("\0",)):
+            figure = cells[0][2:].removesuffix(" *(earlier run)*")
+            kept.append({"line": " | ".join([f"| {figure} *(earlier run)*", *cells[1:]])})
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
     parser.add_argument("--transactions", type=int, default=1_000_000)
+    parser.add_argument("--large", type=int, default=4_000_000,
+                        help="a second, larger replay size (0: none)")
     parser.add_argument("--notebook-transactions", type=int, default=20_000)
-    parser.add_argument("--skip", default="", help="comma-separated: replay,elementwise,"
-                        "simulator,streaming,notebook,anomaly")
+    parser.add_argument("--skip", default="", help="comma-separated: " + ",".join(SECTIONS))
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "txpipe-bench"))
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results.md"))
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "README.md"),
+                        help="the page whose table this run replaces")
     parser.add_argument("--streaming-seconds", type=float,
                         default=float(os.environ.get("DEMO_SECONDS") or 60),
                         help="publishing time of each local streaming run (default 60)")
@@ -271,12 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
+    load_before = os.getloadavg()
     rows: list[dict] = []
     notes = []
     if "replay" not in skip:
-        rows += bench_replay(workdir, args.transactions)
+        rows += bench_replay(workdir, [n for n in (args.transactions, args.large) if n])
     if "elementwise" not in skip:
         rows += bench_elementwise(workdir)
+    if "startup" not in skip:
+        rows += bench_startup(workdir)
     if "simulator" not in skip:
         found = bench_simulator()
         rows += found
@@ -293,17 +379,27 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_notebook(workdir, args.notebook_transactions)
     if "anomaly" not in skip:
         rows += bench_anomaly(workdir)
+    load_after = os.getloadavg()
 
-    text = table(rows)
-    commands = "\n".join(f"- {r['figure']}: `{r['command']}`" for r in rows)
-    body = (f"Machine: {machine()}.\n\n{text}\n\n"
-            f"CPU µs/tx is user + system time of the whole process (imports and Beam's start "
-            f"included) per input line; peak memory is the highest RSS sum over the process "
-            f"tree, sampled every 50 ms.\n\nCommands (regenerate all with `make bench`):\n\n"
-            f"{commands}\n")
+    page_path = Path(args.output)
+    page = page_path.read_text(encoding="utf-8") if page_path.exists() else ""
+    rows += earlier_rows(page, skip)
+    commands = "\n".join(f"- {r['figure']}: `{r['command']}`" for r in rows if "command" in r)
+    body = (f"Machine: {machine()}. Load average (1 min) {load_before[0]:.1f} at the start, "
+            f"{load_after[0]:.1f} at the end: other work on the machine slows wall times, "
+            f"the CPU seconds less.\n\n{table(rows)}\n\n"
+            f"CPU is user + system time of the whole process tree (imports and Beam's start "
+            f"included); µs/line divides it by the input lines; peak memory is the highest RSS "
+            f"sum over the process tree, sampled every 50 ms. Ratios are the baseline's wall "
+            f"time ÷ txpipe's, from this run.\n\nCommands of this run:\n\n{commands}\n")
     if notes:
         body += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    Path(args.output).write_text("# Benchmark results\n\n" + body, encoding="utf-8")
+    if BEGIN in page:
+        head, rest = page.split(BEGIN, 1)
+        page = f"{head}{BEGIN}\n{body}{END}{rest.split(END, 1)[1] if END in rest else ''}"
+    else:
+        page = f"{page}\n{BEGIN}\n{body}{END}\n"
+    page_path.write_text(page, encoding="utf-8")
     print(body)
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from decimal import Decimal
 
 import pytest
 
@@ -40,6 +41,20 @@ def test_txpipe_and_pandas_agree_on_a_foreign_producers_file(tmp_path):
     ours = replay.txpipe_replay(path, tmp_path)
     assert replay.disagreements(ours, pandas) == []
     assert ours.counts["duplicates_dropped"] > 0 and ours.counts["dead_lettered"] > 0
+
+
+def test_the_plain_script_and_duckdb_count_what_txpipe_counts_on_a_clean_file(tmp_path):
+    """On a file without bad lines the scripts a user compares with do the same work: the same
+    windows, counts and money (to the cent) as txpipe's strict baseline."""
+    path = foreign.write(tmp_path / "clean.jsonl", 2_000, duplicates=0.05)
+    strict = replay.pandas_replay(path, tmp_path)
+    for script in ("plain_pandas", "duckdb_sql"):
+        other = replay.pandas_replay(path, tmp_path, script)
+        assert other.counts == strict.counts, script
+        assert sorted(w["count"] for w in other.windows.values()) == sorted(
+            w["count"] for w in strict.windows.values())
+        assert abs(sum(w["sum"] for w in other.windows.values())
+                   - sum(Decimal(str(w["sum"])) for w in strict.windows.values())) < 0.01
 
 
 def test_the_element_wise_measurement_runs(tmp_path):

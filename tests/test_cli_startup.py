@@ -58,6 +58,7 @@ def refusals(tmp_path_factory):
     return {name: (p.wait(timeout=120), *p.communicate()) for name, p in procs.items()}
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", list(REFUSED_WITHOUT_BEAM))
 def test_a_refusal_is_one_line_exit_2_and_imports_no_beam(refusals, name):
     code, out, err = refusals[name]
@@ -67,6 +68,7 @@ def test_a_refusal_is_one_line_exit_2_and_imports_no_beam(refusals, name):
     assert out.strip() == "NO BEAM"
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("command", ["run", "export-job"])
 def test_help_imports_no_beam(tmp_path, command):
     proc = probe("txpipe.__main__", [command, "--help"], tmp_path)
@@ -77,6 +79,7 @@ def test_help_imports_no_beam(tmp_path, command):
     assert proc.stdout.strip().endswith("NO BEAM")
 
 
+@pytest.mark.subprocess
 def test_the_demo_refuses_zero_seconds_and_rate(tmp_path):
     for flag in ("--seconds", "--rate"):
         proc = probe("txpipe.__main__", ["demo", flag, "0"], tmp_path)
@@ -87,6 +90,7 @@ def test_the_demo_refuses_zero_seconds_and_rate(tmp_path):
     assert "txpipe demo: error: argument --seconds" in proc.stderr
 
 
+@pytest.mark.subprocess
 def test_a_local_replay_names_its_runner_and_never_imports_ipython(tmp_path):
     (tmp_path / "in.jsonl").write_text(
         '{"transaction_id": "a", "amount": 1.5, "timestamp": "2026-11-27T10:00:01Z"}\n')

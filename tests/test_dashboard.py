@@ -58,6 +58,7 @@ def warehouse(tmp_path_factory):
     return work / "w.duckdb", first, second
 
 
+@pytest.mark.subprocess
 def test_the_page_shows_the_latest_run_as_recounted(warehouse):
     path, _, (txs, bad) = warehouse
     snap = data.look(path)
@@ -80,6 +81,7 @@ def test_the_page_shows_the_latest_run_as_recounted(warehouse):
     assert runs == (2,) and snap.run_id.startswith("replay-")
 
 
+@pytest.mark.subprocess
 def test_the_page_shows_only_the_latest_windows(warehouse):
     path, _, (txs, _) = warehouse
     snap = data.look(path, windows_shown=5)
@@ -122,12 +124,27 @@ def test_a_windows_panes_and_its_total(tmp_path, accumulation):
     assert (window.min_amount, window.max_amount) == (min(everything), max(everything))
 
 
-def test_a_look_leaves_the_file_to_its_writer(warehouse):
-    """The look holds the file only while it copies: straight after it, a writer opens it."""
-    path, _, _ = warehouse
-    data.look(path)
-    con = duckdb.connect(str(path))  # read-write: fails if the look still held it
-    con.close()
+@pytest.mark.subprocess
+def test_a_look_takes_no_lock_a_writer_would_wait_for(warehouse):
+    """Another process holds the file open read-write, as the pipeline's sink does while it
+    inserts: the look still reads it (from a copy), and the holder's connection is untouched."""
+    path, _, (txs, _) = warehouse
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+         "print('holding', flush=True); sys.stdin.read(); "
+         "print(c.execute('SELECT COUNT(*) FROM dead_letters').fetchone()[0])", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(duckdb.IOException, match="lock"):  # the file is held indeed
+            duckdb.connect(str(path), read_only=True)
+        snap = data.look(path)
+        out, _ = holder.communicate("", timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert snap.transactions_total == len(txs) and snap.note == ""
+    assert holder.returncode == 0 and int(out) > 0
 
 
 def test_an_empty_or_missing_warehouse_says_so(tmp_path):
@@ -161,6 +178,7 @@ def _dashboard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case", ["directory", "not_duckdb", "no_folder", "port_range",
                                   "no_warehouse", "port_busy"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
@@ -185,4 +203,4 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("txpipe dashboard: "), done.stderr
+    assert len(lines) == 1 and lines[0].startswith("txpipe dashboard: error: "), done.stderr

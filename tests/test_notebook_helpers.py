@@ -172,3 +172,19 @@ def test_every_helper_a_notebook_calls_is_on_the_facade():
     assert used, "no nb.* call found: the notebooks moved?"
     assert sorted(name for name in used if not hasattr(nb, name)) == []
     assert set(nb.__all__) <= set(dir(nb))
+
+
+def test_every_exercise_answer_is_collapsed():
+    """An exercise's answer follows a cell that says it is collapsed: it must be."""
+    import json
+    from pathlib import Path
+
+    answers = 0
+    for path in sorted(Path(__file__).parent.parent.glob("notebooks/*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        for i, cell in enumerate(cells[:-1]):
+            if "".join(cell["source"]).startswith("Answer (collapsed"):
+                answers += 1
+                hidden = cells[i + 1]["metadata"].get("jupyter", {}).get("source_hidden")
+                assert hidden, f"{path.name}: the answer after cell {i} is not collapsed"
+    assert answers, "no exercise answer found: the notebooks moved?"

@@ -3,7 +3,7 @@ order, re-sends, watermark and processing-time steps, early and late data within
 the allowed lateness) and any window shape, trigger and accumulation mode, the pre-combined
 Aggregate stages emit exactly the panes of the graph they replace — Beam's CombinePerKey of
 the CombineFn over every transaction — window for window, pane for pane (timing, index and
-stats), per window and per dimension value.
+stats) and output timestamp, per window and per dimension value.
 
 Both graphs hang off one Parse -> Dedupe -> Window, so they see the same bundles; the
 reference is the Aggregate stage as it was before the pre-combine, written out here.
@@ -15,8 +15,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_stream import TestStream as Stream
+from apache_beam.transforms.window import TimestampCombiner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from recount import BASE
@@ -40,6 +42,10 @@ _OUT: dict[str, list] = {}
 
 def _keep(row, key):
     _OUT.setdefault(key, []).append(row)  # module-level: pickled by reference
+
+
+def _keep_timed(row, key, timestamp=beam.DoFn.TimestampParam):
+    _OUT.setdefault(key, []).append({**row, "timestamp": timestamp.micros})
 
 
 class ReferenceAggregate(beam.PTransform):
@@ -123,12 +129,12 @@ def test_precombined_panes_equal_the_per_element_graph(steps, spec):
     with beam.Pipeline(options=options) as p:
         windowed = (p | build_stream(steps) | ParseTransactions())[VALID] | DropDuplicates(
             600) | WindowTransactions(spec)
-        windowed | "Precombined" >> AggregateWindows() | "K1" >> beam.Map(_keep, "new")
-        windowed | "Reference" >> ReferenceAggregate() | "K2" >> beam.Map(_keep, "old")
+        windowed | "Precombined" >> AggregateWindows() | "K1" >> beam.Map(_keep_timed, "new")
+        windowed | "Reference" >> ReferenceAggregate() | "K2" >> beam.Map(_keep_timed, "old")
         (windowed | "PrecombinedByDim" >> AggregateByDimension(DIMENSION)
-         | "K3" >> beam.Map(_keep, "new_dim"))
+         | "K3" >> beam.Map(_keep_timed, "new_dim"))
         (windowed | "ReferenceByDim" >> ReferenceAggregate(DIMENSION)
-         | "K4" >> beam.Map(_keep, "old_dim"))
+         | "K4" >> beam.Map(_keep_timed, "old_dim"))
     assert rows("new") == rows("old")
     assert rows("new_dim") == rows("old_dim")
 
@@ -151,3 +157,26 @@ def test_the_property_sees_early_late_and_dropped_panes():
     assert timings == ["EARLY", "ON_TIME", "LATE"]
     # t4 at 0.5 s arrives when [0, 10) expired (watermark 37 > 10 + 8): in no pane
     assert max(r["total_transactions"] for r in _OUT["new"]) == 3
+
+
+@pytest.mark.parametrize("combiner", [TimestampCombiner.OUTPUT_AT_EARLIEST,
+                                      TimestampCombiner.OUTPUT_AT_LATEST])
+def test_other_timestamp_combiners_give_the_same_panes_at_the_same_times(combiner):
+    """txpipe windows with the default combiner (the window's end); under another one the
+    accumulators carry their transactions' combined timestamp, so panes keep their times."""
+    _OUT.clear()
+    steps = [("add", [(1, 2, 100, "food"), (2, 7, 200, "food"), (3, 164, 300, "games")]),
+             ("clock", 5), ("add", [(4, 31, 400, "food")]), ("watermark", 12),
+             ("add", [(5, 45, 500, "games"), (6, 12, 600, "games")]), ("watermark", 40)]
+    spec = WindowSpec(size_seconds=10, allowed_lateness_seconds=20, early_firing_seconds=3)
+    options = PipelineOptions([])
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(options=options) as p:
+        windowed = (p | build_stream(steps) | ParseTransactions())[VALID] | DropDuplicates(
+            600) | beam.WindowInto(spec.window_fn(), trigger=spec.trigger(),
+                                   accumulation_mode=spec.accumulation_mode(),
+                                   allowed_lateness=20, timestamp_combiner=combiner)
+        windowed | "Precombined" >> AggregateWindows() | "K1" >> beam.Map(_keep_timed, "new")
+        windowed | "Reference" >> ReferenceAggregate() | "K2" >> beam.Map(_keep_timed, "old")
+    assert len(_OUT["new"]) >= 4
+    assert rows("new") == rows("old")

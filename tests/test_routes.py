@@ -95,3 +95,62 @@ def test_the_window_assigner_asks_the_window_fn():
             context = window.WindowFn.AssignContext(Timestamp(micros=micros))
             expected = sorted((w.start.micros, w.end.micros) for w in window_fn.assign(context))
             assert sorted(assign(micros)) == expected, (window_fn, micros)
+
+
+
+_SEEN: dict[str, list] = {}
+
+
+def _collect(element, key, timestamp=beam.DoFn.TimestampParam):
+    _SEEN.setdefault(key, []).append((element, timestamp.micros))  # module-level: by reference
+
+
+def test_a_bounded_batch_replay_dedupes_by_a_shuffle_at_event_times(monkeypatch):
+    """ShuffleDeduplicated: every id once, back at its event time, whichever list or bucket
+    its copies travelled in; with it the element-wise route gives the batched route's rows."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from recount import BASE
+
+    from txpipe import dedupe, metrics
+    from txpipe.contract import encode_message
+    from txpipe.parse import VALID, ParseTransactions
+    from txpipe.sources import MessagesSource
+
+    monkeypatch.setattr(dedupe, "DELIVERIES_SIZE", 7)  # many lists per bucket
+    rng = random.Random(5)
+    truth = {f"id{i}": (Decimal(rng.randrange(1, 10**6)).scaleb(-2),
+                        BASE + timedelta(milliseconds=rng.randrange(3_600_000)))  # as sent
+             for i in range(300)}
+    messages = [encode_message(tid, amount, moment)[0] for tid, (amount, moment) in truth.items()]
+    messages += rng.sample(messages, 60)  # re-sends, byte for byte
+    rng.shuffle(messages)
+    _SEEN.clear()
+    with beam.Pipeline() as p:
+        unique = ((p | beam.Create(messages) | ParseTransactions())[VALID]
+                  | dedupe.ShuffleDeduplicated(buckets=5))
+        unique | beam.Map(_collect, "unique")
+    ids = [tx.transaction_id for tx, _ in _SEEN["unique"]]
+    assert sorted(ids) == sorted(truth)
+    for tx, micros in _SEEN["unique"]:
+        amount, moment = truth[tx.transaction_id]
+        assert (tx.amount, tx.event_time) == (amount, moment)
+        assert micros == round(moment.timestamp() * 1000) * 1000
+
+    spec = WindowSpec(size_seconds=60)
+    source = MessagesSource(tuple(messages))
+    assert isinstance(dedupe.for_source(source, 600, streaming=False),
+                      dedupe.ShuffleDeduplicated)
+    assert isinstance(dedupe.for_source(source, 600, streaming=True), dedupe.DropDuplicates)
+    for route in (Route.ELEMENTWISE, Route.BATCHED):
+        with beam.Pipeline() as p:
+            stats = (p | source.transform() | TransactionStats(
+                spec, route=route, dedupe=dedupe.ShuffleDeduplicated(3)))
+            stats.windows | beam.Map(_collect, route.value)
+        result = p.result
+        assert metrics.read_counters(result)[metrics.DUPLICATES_DROPPED] == 60
+    rows = {route: sorted(sorted((k, str(v)) for k, v in row.items() if k != "processed_at")
+                          for row, _ in _SEEN[route.value]) for route in Route}
+    assert len(rows[Route.ELEMENTWISE]) == 60
+    assert rows[Route.ELEMENTWISE] == rows[Route.BATCHED]

@@ -181,9 +181,13 @@ class StreamSource:
     message."""
 
     streaming = True
+    dedupe_seconds = 0  # the read drops no redelivery itself
 
     def __init__(self, deliveries: list[tuple[float, bytes, Tx]]):
         self.deliveries = sorted(deliveries, key=lambda d: d[0])
+
+    def estimated_bytes(self) -> None:
+        return None
 
     def transform(self):
         stream = test_stream.TestStream()

@@ -141,29 +141,49 @@ class PrecombineFn(beam.DoFn):
     window, and decides exactly as before: a runner hands it a key's elements a bundle at a
     time, expiry is decided per window (all of an accumulator's elements share it), and the
     trigger's count is AfterCount(1) — one accumulator fires it as its first element did. The
-    timestamp is the one Beam's own lifting gives (the timestamp combiner's, or the window's
-    end for the default), so holds and output times do not change. Merging windows combine
-    only within an identical proto-window: Beam drops an element whose own proto-window has
-    expired before merging, so elements of different proto-windows must reach it apart.
+    timestamp is the one Beam's own lifting gives — the window's end under the default
+    timestamp combiner (:class:`PrecombineTimedFn` for the others) — so holds and output times
+    do not change. Merging windows combine only within an identical proto-window: Beam drops
+    an element whose own proto-window has expired before merging, so elements of different
+    proto-windows must reach it apart.
     """
 
     #: Entries kept before flushing mid-bundle (Beam's lifting flushes too): memory bound.
     MAX_ENTRIES = 10_000
 
-    def __init__(self, key_fn, timestamp_combiner=TimestampCombiner.OUTPUT_AT_EOW,
-                 window_fn=None):
+    def __init__(self, key_fn):
         self._key_fn = key_fn
-        self._timestamp_combiner, self._window_fn = timestamp_combiner, window_fn
         self._stats = TransactionStatsFn()
-
-    def setup(self):
-        combiner = self._timestamp_combiner
-        self._combine_times = (
-            None if combiner == TimestampCombiner.OUTPUT_AT_EOW
-            else TimestampCombiner.get_impl(combiner, self._window_fn).combine)
 
     def start_bundle(self):
         self._table: dict = {}
+
+    def process(self, tx, win=beam.DoFn.WindowParam):
+        key = (win, self._key_fn(tx, win))
+        acc = self._table.get(key)
+        if acc is None:
+            if len(self._table) >= self.MAX_ENTRIES:
+                yield from self.finish_bundle()
+            acc = self._table[key] = self._stats.create_accumulator()
+        self._stats.add_input(acc, tx.amount)
+
+    def finish_bundle(self):
+        table, self._table = self._table, {}
+        for (win, key), acc in table.items():
+            yield WindowedValue((key, acc), win.max_timestamp(), (win,))
+
+
+class PrecombineTimedFn(PrecombineFn):
+    """:class:`PrecombineFn` under a timestamp combiner other than the window's end: each
+    accumulator's timestamp is its transactions' timestamps combined by it."""
+
+    def __init__(self, key_fn, timestamp_combiner, window_fn):
+        super().__init__(key_fn)
+        self._timestamp_combiner, self._window_fn = timestamp_combiner, window_fn
+
+    def setup(self):
+        self._combine = TimestampCombiner.get_impl(self._timestamp_combiner,
+                                                   self._window_fn).combine
 
     def process(self, tx, win=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
         key = (win, self._key_fn(tx, win))
@@ -172,15 +192,14 @@ class PrecombineFn(beam.DoFn):
             if len(self._table) >= self.MAX_ENTRIES:
                 yield from self.finish_bundle()
             entry = self._table[key] = [self._stats.create_accumulator(), timestamp]
-        elif self._combine_times is not None:
-            entry[1] = self._combine_times(entry[1], timestamp)
+        else:
+            entry[1] = self._combine(entry[1], timestamp)
         self._stats.add_input(entry[0], tx.amount)
 
     def finish_bundle(self):
         table, self._table = self._table, {}
-        eow = self._combine_times is None
         for (win, key), (acc, timestamp) in table.items():
-            yield WindowedValue((key, acc), win.max_timestamp() if eow else timestamp, (win,))
+            yield WindowedValue((key, acc), timestamp, (win,))
 
 
 def combine_transactions(transactions, key_fn, label: str = "Combine"):
@@ -188,7 +207,10 @@ def combine_transactions(transactions, key_fn, label: str = "Combine"):
     (``Precombine``), the accumulators merged per key and window after the shuffle (``label``).
     """
     windowing = transactions.windowing
-    precombine = PrecombineFn(key_fn, windowing.timestamp_combiner, windowing.windowfn)
+    precombine = (PrecombineFn(key_fn)
+                  if windowing.timestamp_combiner == TimestampCombiner.OUTPUT_AT_EOW
+                  else PrecombineTimedFn(key_fn, windowing.timestamp_combiner,
+                                         windowing.windowfn))
     return (
         transactions
         | "Precombine" >> beam.ParDo(precombine)

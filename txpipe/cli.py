@@ -16,7 +16,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from txpipe import logs
 from txpipe.config import BigQueryMethod, Route, Settings, load_settings
+from txpipe.dataflow import check_submission, is_dataflow, submission_line
 from txpipe.errors import OneLineParser, UsageError, command
 from txpipe.options import add_setting_arguments, setting_overrides
 
@@ -180,7 +182,6 @@ def _source(args: argparse.Namespace, settings: Settings,
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from txpipe.contract import ATTR_TRANSACTION_ID
-    from txpipe.dataflow import is_dataflow
     from txpipe.sources import FileSource, PubSubSource
 
     if args.source == "file":
@@ -330,18 +331,18 @@ class RunOutcome:
     source: dict[str, int] = field(default_factory=dict)  # the local read's own counts
 
 
-def execute(run: RunPlan) -> RunOutcome:
-    """Build and run the pipeline until it finishes, is drained or cancelled (Ctrl+C, SIGTERM)."""
+def execute(run: RunPlan, options: Any = None) -> RunOutcome:
+    """Build and run the pipeline until it finishes, is drained or cancelled (Ctrl+C, SIGTERM);
+    ``options``: its Beam options (default: txpipe.runners.pipeline_options)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
     from txpipe import runners
-    from txpipe.dataflow import is_dataflow
     from txpipe.pipeline import build_pipeline
     from txpipe.sinks import BigQuerySink
     from txpipe.windowing import WindowSpec
 
-    options = runners.pipeline_options(run)
+    options = options or runners.pipeline_options(run)
     runner = options.view_as(StandardOptions).runner
     adapter = runners.local_streaming(runner) if run.streaming else None
     with runners.outside_ipython():
@@ -410,14 +411,13 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     run = plan(argv)
-    from txpipe import logs
-    from txpipe.dataflow import check_submission, submission_line
     from txpipe.metrics import read_counters
     from txpipe.runners import pipeline_options
     from txpipe.windowing import WindowSpec
 
     check_submission(pipeline_options(run))
-    check_sink(run)
+    check_sink(run)  # may add a local --temp_location to run.beam_args
+    options = pipeline_options(run)
     logs.configure(run.settings.log_level.value)
     log.info("starting: %s from %s into %s; %s route (%s); run id %s",
              WindowSpec.from_settings(run.settings).describe(), type(run.source).__name__,
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
 
         log.info("anomaly detection: %s", AnomalySpec.from_settings(run.settings).describe())
     try:
-        outcome = execute(run)
+        outcome = execute(run, options)
     except KeyboardInterrupt:  # before the pipeline started
         print("txpipe run: interrupted before the pipeline started", file=sys.stderr)
         return 130
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     result = outcome.result
-    line = submission_line(result) if result is not None else None
+    line = submission_line(result, options) if result is not None else None
     if line:
         print(line)
         return 0

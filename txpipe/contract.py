@@ -295,7 +295,7 @@ def format_timestamp(moment: datetime) -> str:
 
 def to_micros(moment: datetime) -> int:
     """Microseconds since the epoch, exact (no float on the way)."""
-    return (moment - EPOCH) // timedelta(microseconds=1)
+    return (moment - EPOCH) // _US
 
 
 def from_micros(micros: int) -> datetime:

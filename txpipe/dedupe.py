@@ -10,22 +10,31 @@ the same counters (``transactions_unique``; ``duplicates_dropped`` is valid − 
   horizon — Dataflow's Pub/Sub read with ``id_label`` does for 10 minutes — the step only
   counts. Keyed state per id would repeat that work, and costs most of the element-wise plan's
   CPU on the SDK harness Dataflow's workers run (README "Performance").
-- the batched route's GroupByKey of id buckets, for bounded input (txpipe.batch).
+- :class:`ShuffleDeduplicated`: bounded input in a batch pipeline: a GroupByKey of id buckets
+  (as the batched route's, txpipe.batch) meets every copy of an id, with no state per id.
 
 The lab supplies a fourth for the DirectRunner's local streaming (txpipe.runners).
 """
 
 from __future__ import annotations
 
+import io
+import pickle
+import zlib
+from decimal import Decimal
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.coders import Coder, registry
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.deduplicate import DeduplicatePerKey
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.typehints import KV
-from apache_beam.utils.timestamp import Duration
+from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from txpipe import metrics
+from txpipe.contract import Transaction, from_micros
 
 
 class CountUniqueFn(beam.DoFn):
@@ -81,9 +90,123 @@ class SourceDeduplicated(beam.PTransform):
         return transactions | "CountUnique" >> beam.ParDo(CountUniqueFn())
 
 
-def for_source(source: Any, horizon_seconds: int) -> beam.PTransform:
+class Deliveries:
+    """Transactions of one id bucket, and their event times (micros), across the shuffle."""
+
+    __slots__ = ("transactions", "micros")
+
+    def __init__(self, transactions: list[Transaction] | None = None,
+                 micros: list[int] | None = None):
+        self.transactions = [] if transactions is None else transactions
+        self.micros = [] if micros is None else micros
+
+
+class DeliveriesCoder(Coder):
+    """One pickle per list, amounts as text and event times as micros: pickling Decimals and
+    datetimes one by one costs more than the dedupe itself."""
+
+    def encode(self, value: Deliveries) -> bytes:
+        out = io.BytesIO()
+        pickler = pickle.Pickler(out, pickle.HIGHEST_PROTOCOL)
+        pickler.fast = True
+        pickler.dump((value.micros, [(tx[0], str(tx[1]), *tx[3:]) for tx in value.transactions]))
+        return out.getvalue()
+
+    def decode(self, encoded: bytes) -> Deliveries:
+        micros, rows = pickle.loads(encoded)
+        return Deliveries([Transaction(t[0], Decimal(t[1]), from_micros(m), *t[2:])
+                           for t, m in zip(rows, micros, strict=True)], micros)
+
+    def estimate_size(self, value: Deliveries) -> int:
+        return 64 * len(value.transactions)  # not encoding twice for Beam's size sampling
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return Deliveries
+
+
+registry.register_coder(Deliveries, DeliveriesCoder)
+
+#: Transactions per Deliveries list: per-list costs vanish, a bundle's memory stays bounded.
+DELIVERIES_SIZE = 20_000
+
+
+class BucketByIdFn(beam.DoFn):
+    """Transactions -> (bucket of their id, Deliveries), a list per bucket and bundle."""
+
+    def __init__(self, buckets: int):
+        self._buckets = buckets
+
+    def start_bundle(self):
+        self._lists: dict[int, Deliveries] = {}
+
+    def process(self, tx, timestamp=beam.DoFn.TimestampParam):
+        # crc32, not hash(): str hashes differ between worker processes
+        bucket = zlib.crc32(tx.transaction_id.encode()) % self._buckets
+        found = self._lists.get(bucket)
+        if found is None:
+            found = self._lists[bucket] = Deliveries()
+        found.transactions.append(tx)
+        found.micros.append(timestamp.micros)
+        if len(found.micros) >= DELIVERIES_SIZE:
+            del self._lists[bucket]
+            yield bucket, found
+
+    def finish_bundle(self):
+        lists, self._lists = self._lists, {}
+        for bucket, found in lists.items():
+            yield WindowedValue((bucket, found), Timestamp(micros=0), (GlobalWindow(),))
+
+
+class FirstOfBucketFn(beam.DoFn):
+    """(bucket, its Deliveries) -> the first delivery of each id, back at its event time;
+    counts what it keeps (as :class:`CountUniqueFn`, without a step per element)."""
+
+    def __init__(self):
+        self._unique = Metrics.counter(metrics.NAMESPACE, metrics.UNIQUE)
+
+    def process(self, element):
+        seen: set[str] = set()
+        window = (GlobalWindow(),)
+        for found in element[1]:
+            for tx, micros in zip(found.transactions, found.micros, strict=True):
+                if tx.transaction_id not in seen:
+                    seen.add(tx.transaction_id)
+                    yield WindowedValue(tx, Timestamp(micros=micros), window)
+        self._unique.inc(len(seen))
+
+
+class ShuffleDeduplicated(beam.PTransform):
+    """Bounded transactions (a batch pipeline) -> the first delivery of each transaction_id.
+
+    Every copy of an id meets in its bucket after one GroupByKey; the horizon does not apply
+    (a replay's copies are all within it). Only for a batch pipeline: a streaming one would
+    hold every window until the input ends and then find them expired.
+    """
+
+    def __init__(self, buckets: int):
+        super().__init__()
+        self._buckets = buckets
+
+    def expand(self, transactions):
+        return (
+            transactions
+            | "BucketById" >> beam.ParDo(BucketByIdFn(self._buckets)).with_output_types(
+                KV[int, Deliveries])
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "FirstDelivery" >> beam.ParDo(FirstOfBucketFn()).with_output_types(Transaction)
+        )
+
+
+def for_source(source: Any, horizon_seconds: int, streaming: bool = True,
+               buckets: int = 16) -> beam.PTransform:
     """The Dedupe a pipeline reading ``source`` needs: none of its own when the source drops
-    repeated ids for at least ``horizon_seconds`` (its ``dedupe_seconds``)."""
-    if getattr(source, "dedupe_seconds", 0) >= horizon_seconds:
+    repeated ids for at least ``horizon_seconds`` (its ``dedupe_seconds``); a shuffle of
+    ``buckets`` id buckets for bounded input in a batch (not ``streaming``) pipeline."""
+    if source.dedupe_seconds >= horizon_seconds:
         return SourceDeduplicated()
+    if not streaming and not source.streaming:
+        return ShuffleDeduplicated(buckets)
     return DropDuplicates(horizon_seconds)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
 
 from txpipe import batch
 from txpipe.aggregate import AggregateByDimension, AggregateWindows
@@ -133,11 +134,11 @@ def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, 
     letters and go with the parse dead letters, so nothing vanishes at the sink either."""
     if route is None:
         route, _ = choose_route(settings, source, breakdown)
+    buckets = batch.buckets_for(source.estimated_bytes())
     if dedupe is None and route is Route.ELEMENTWISE:
-        dedupe = dedupe_for_source(source, settings.dedupe_horizon_seconds)
+        streaming = pipeline.options.view_as(StandardOptions).streaming
+        dedupe = dedupe_for_source(source, settings.dedupe_horizon_seconds, streaming, buckets)
     run = RunIdentity.for_run(settings, source, breakdown)
-    estimate = getattr(source, "estimated_bytes", None)
-    buckets = batch.buckets_for(estimate() if estimate else None)
     messages = pipeline | "Read" >> source.transform()
     result = messages | "TransactionStats" >> TransactionStats.from_settings(
         settings, breakdown, dedupe, route, buckets)

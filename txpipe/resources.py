@@ -19,15 +19,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+from txpipe import monitoring
+from txpipe.config import load_settings
+from txpipe.dataflow import STREAMING_JOB_NAME
 from txpipe.errors import OneLineParser, command
 from txpipe.schema import (
+    ANOMALIES,
+    ANOMALY_VIEW,
     DEAD_LETTER_VIEW,
     DEAD_LETTERS,
     DIMENSION_STATS,
     WINDOW_STATS,
     dead_letters_per_minute_sql,
     dimension_table_name,
+    windows_with_anomalies_sql,
 )
+
+# Google Cloud's client libraries are imported inside the functions that call a service:
+# `setup --dry-run` and `run`'s file and DuckDB sinks need none of them.
 
 TIMEOUT_SECONDS = 30.0
 ACK_DEADLINE_SECONDS = 60
@@ -38,7 +47,7 @@ class ResourceError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Step:
+class SetupStep:
     kind: str
     name: str
     ensure: Callable[[], str]  # -> "created" | "exists" | "exists (...)"
@@ -69,7 +78,7 @@ def _pubsub_env(emulator_host: str | None) -> Iterator[None]:
             os.environ["PUBSUB_EMULATOR_HOST"] = previous
 
 
-def pubsub_steps(settings, emulator_host: str | None = None) -> list[Step]:
+def pubsub_steps(settings, emulator_host: str | None = None) -> list[SetupStep]:
     from google.api_core.exceptions import AlreadyExists, NotFound
     from google.cloud import pubsub_v1
 
@@ -110,13 +119,13 @@ def pubsub_steps(settings, emulator_host: str | None = None) -> list[Step]:
             return "exists"
 
     steps = [
-        Step("topic", settings.topic_path, topic(settings.topic_path)),
-        Step("dead-letter topic", settings.dead_letter_topic_path,
+        SetupStep("topic", settings.topic_path, topic(settings.topic_path)),
+        SetupStep("dead-letter topic", settings.dead_letter_topic_path,
              topic(settings.dead_letter_topic_path)),
-        Step("subscription", settings.subscription_path, subscription),
+        SetupStep("subscription", settings.subscription_path, subscription),
     ]
     if settings.alert_topic_path:
-        steps.append(Step("alert topic", settings.alert_topic_path,
+        steps.append(SetupStep("alert topic", settings.alert_topic_path,
                           topic(settings.alert_topic_path)))
     return steps
 
@@ -172,7 +181,7 @@ def _table_resource(project: str, dataset: str, table_id: str, table, descriptio
 
 
 def bigquery_steps(settings, dimension_table: bool = False, create_dataset: bool = True,
-                   quick: bool = False, client=None, anomaly_table: bool = False) -> list[Step]:
+                   quick: bool = False, client=None, anomaly_table: bool = False) -> list[SetupStep]:
     """Dataset, tables and views, each created if missing. ``quick`` (``run``'s check): no
     dataset creation unless asked, short timeouts and no retries."""
     from google.api_core.exceptions import Conflict, NotFound
@@ -226,24 +235,24 @@ def bigquery_steps(settings, dimension_table: bool = False, create_dataset: bool
             "docs/dataflow.md, Restarts.", timeout, retry)
 
     steps = [
-        Step("dataset", f"{project}:{dataset_id}", dataset),
-        Step("window table", settings.bigquery_table,
+        SetupStep("dataset", f"{project}:{dataset_id}", dataset),
+        SetupStep("window table", settings.bigquery_table,
              table(settings.bigquery_table_id, WINDOW_STATS, "one row per window pane")),
-        Step("dead-letter table", settings.bigquery_dead_letter_table,
+        SetupStep("dead-letter table", settings.bigquery_dead_letter_table,
              table(settings.bigquery_dead_letter_table_id, DEAD_LETTERS,
                    "messages that broke the contract, with the reason")),
-        Step("totals view", f"{project}:{dataset_id}.{WINDOW_STATS.totals_view}",
+        SetupStep("totals view", f"{project}:{dataset_id}.{WINDOW_STATS.totals_view}",
              view(settings.bigquery_table_id, WINDOW_STATS)),
-        Step("dead-letter view", f"{project}:{dataset_id}.{DEAD_LETTER_VIEW}", lambda: ensure_view(
+        SetupStep("dead-letter view", f"{project}:{dataset_id}.{DEAD_LETTER_VIEW}", lambda: ensure_view(
             client, f"{project}.{dataset_id}.{DEAD_LETTER_VIEW}", dead_letters_per_minute_sql(
                 f"`{project}.{dataset_id}.{settings.bigquery_dead_letter_table_id}`", "bigquery"),
             "dead letters per minute and reason (Looker Studio).", timeout, retry)),
     ]
     if dimension_table:
         name = dimension_table_name(settings.bigquery_table_id)
-        steps.append(Step("dimension table", f"{project}:{dataset_id}.{name}",
+        steps.append(SetupStep("dimension table", f"{project}:{dataset_id}.{name}",
                           table(name, DIMENSION_STATS, "window statistics per dimension value")))
-        steps.append(Step("totals view", f"{project}:{dataset_id}.{DIMENSION_STATS.totals_view}",
+        steps.append(SetupStep("totals view", f"{project}:{dataset_id}.{DIMENSION_STATS.totals_view}",
                           view(name, DIMENSION_STATS)))
     if anomaly_table:
         steps += _anomaly_steps(settings, client, table, timeout, retry)
@@ -325,11 +334,8 @@ def check_bigquery(settings, dimension_table: bool = False, anomaly_table: bool 
                 "See docs/dataflow.md (Restarts)")
 
 
-def _anomaly_steps(settings, client, table, timeout, retry) -> list[Step]:
+def _anomaly_steps(settings, client, table, timeout, retry) -> list[SetupStep]:
     """The anomaly table and, for Looker Studio, the view of each window with its anomalies."""
-
-    from txpipe.schema import ANOMALIES, ANOMALY_VIEW, windows_with_anomalies_sql
-
     project, dataset_id = settings.project_id, settings.bigquery_dataset_id
     view_ref = f"{project}.{dataset_id}.{ANOMALY_VIEW}"
 
@@ -341,14 +347,14 @@ def _anomaly_steps(settings, client, table, timeout, retry) -> list[Step]:
             "each run's windows (final pane) with the anomalies found in them.", timeout, retry)
 
     return [
-        Step("anomaly table", settings.bigquery_anomaly_table,
+        SetupStep("anomaly table", settings.bigquery_anomaly_table,
              table(settings.bigquery_anomaly_table_id, ANOMALIES, "anomalies found in the "
                    "window statistics (run --anomalies)")),
-        Step("view", f"{project}:{dataset_id}.{ANOMALY_VIEW}", view),
+        SetupStep("view", f"{project}:{dataset_id}.{ANOMALY_VIEW}", view),
     ]
 
 
-def run_steps(steps: list[Step]) -> Iterator[tuple[Step, str]]:
+def run_steps(steps: list[SetupStep]) -> Iterator[tuple[SetupStep, str]]:
     """Ensure each resource in order, yielding (step, outcome); stop at the first failure."""
     for step in steps:
         try:
@@ -373,8 +379,6 @@ PUBSUB_KINDS = ("topic", "dead-letter topic", "subscription", "alert topic")
 def plan(settings, dimension_table: bool = False,
          anomaly_table: bool = False) -> list[tuple[str, str]]:
     """(kind, name) of every resource, without contacting anything: the dry run."""
-    from txpipe.schema import ANOMALY_VIEW
-
     return [
         ("topic", settings.topic_path),
         ("dead-letter topic", settings.dead_letter_topic_path),
@@ -424,14 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notification-channel", action="append", default=[], metavar="NAME",
                         help="--alerts: projects/P/notificationChannels/ID to notify (repeatable)")
     args = parser.parse_args(argv)
-
-    from txpipe.config import ConfigError, load_settings
-
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings()  # a bad setting is a ConfigError: one line, exit 2
     rows = plan(settings, args.dimension_table, args.anomaly_table)
     if args.skip_pubsub:
         rows = [r for r in rows if r[0] not in PUBSUB_KINDS]
@@ -439,13 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if r[0] in PUBSUB_KINDS]
     policies = []
     if args.alerts:
-        from txpipe.dataflow import STREAMING_JOB_NAME
-        from txpipe.monitoring import PolicyError, load_policies
-
         try:
-            policies = load_policies(settings, args.job_name or STREAMING_JOB_NAME,
-                                     args.notification_channel)
-        except PolicyError as exc:
+            policies = monitoring.load_policies(settings, args.job_name or STREAMING_JOB_NAME,
+                                                args.notification_channel)
+        except monitoring.PolicyError as exc:
             print(f"txpipe setup: alert policy {exc}", file=sys.stderr)
             return 2
     if args.dry_run:
@@ -455,11 +449,9 @@ def main(argv: list[str] | None = None) -> int:
         for policy in policies:
             print(f"  ensure {'alert policy':<17} {policy.display_name} ({policy.name}.yaml)")
         if policies:
-            from txpipe.monitoring import print_policies
-
-            print_policies(policies)
+            monitoring.print_policies(policies)
         return 0
-    steps: list[Step] = []
+    steps: list[SetupStep] = []
     try:
         if not args.skip_pubsub:
             steps += pubsub_steps(settings)
@@ -470,9 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         for step, outcome in run_steps(steps):
             print(f"  {step.kind:<17} {step.name}: {outcome}")
         if policies:
-            from txpipe.monitoring import apply_policies
-
-            for policy, outcome in apply_policies(policies, settings.project_id):
+            for policy, outcome in monitoring.apply_policies(policies, settings.project_id):
                 print(f"  {'alert policy':<17} {policy.display_name}: {outcome}")
     except ResourceError as exc:
         print(f"txpipe setup: {exc}", file=sys.stderr)

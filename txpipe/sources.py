@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import StandardOptions
 
 from txpipe.contract import ATTR_EVENT_TS
 
@@ -21,11 +24,16 @@ from txpipe.contract import ATTR_EVENT_TS
 @runtime_checkable
 class Source(Protocol):
     """Where raw messages come from: a transform from the pipeline's start to messages (bytes
-    or str, or PubsubMessage), and whether the input is unbounded."""
+    or str, or PubsubMessage), whether the input is unbounded, how long the read itself drops
+    repeated transaction ids (0: it does not; txpipe.dedupe) and the input's size, if known
+    (for sizing a batched route's shuffle)."""
 
     streaming: bool
+    dedupe_seconds: int
 
     def transform(self) -> beam.PTransform: ...
+
+    def estimated_bytes(self) -> int | None: ...
 
 
 #: Dataflow's window for deduplicating Pub/Sub messages by their id attribute.
@@ -62,6 +70,9 @@ class PubSubSource:
             id_label=self.id_label,
         )
 
+    def estimated_bytes(self) -> None:
+        return None  # unbounded
+
 
 @dataclass(frozen=True)
 class FileSource:
@@ -69,14 +80,13 @@ class FileSource:
 
     pattern: str
     streaming: bool = False
+    dedupe_seconds: int = 0
 
     def transform(self) -> beam.PTransform:
         return _ReadLines(self.pattern)
 
     def estimated_bytes(self) -> int | None:
         """The matched files' size (compressed), for sizing a batched route's shuffle."""
-        from apache_beam.io.filesystems import FileSystems
-
         try:
             return sum(m.size_in_bytes for m in FileSystems.match([self.pattern])[0].metadata_list)
         except Exception:  # unreachable or unmatched: the read itself will say so
@@ -97,8 +107,6 @@ class _ReadLines(beam.PTransform):
         self.pattern = pattern
 
     def expand(self, pbegin):
-        from apache_beam.options.pipeline_options import StandardOptions
-
         coder = beam.coders.BytesCoder()
         if pbegin.pipeline.options.view_as(StandardOptions).streaming:
             return (pbegin
@@ -120,9 +128,6 @@ BLOCK_BYTES = 1 << 20
 
 def _ranges(pattern: str, range_bytes: int) -> Iterator[tuple[str, int, int]]:
     """(path, start, end) byte ranges covering every matched file; compressed files whole."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
     files = FileSystems.match([pattern])[0].metadata_list
     if not files:
         raise OSError(f"no files match {pattern!r}")
@@ -150,8 +155,6 @@ class _ReadRangeFn(beam.DoFn):
         return bytes
 
     def process(self, element: tuple[str, int, int]) -> Iterator[bytes]:
-        from apache_beam.io.filesystems import FileSystems
-
         path, start, end = element
         with FileSystems.open(path) as f:  # decompresses .gz / .bz2 ... (read whole)
             if start:
@@ -180,12 +183,29 @@ class MessagesSource:
 
     messages: tuple
     streaming: bool = False
+    dedupe_seconds: int = 0
 
     def transform(self) -> beam.PTransform:
         return _CreateMessages(self.messages)
 
     def estimated_bytes(self) -> int:
         return sum(len(m) for m in self.messages)
+
+
+@dataclass(frozen=True)
+class TransformSource:
+    """Messages from any transform of the pipeline's start — a TestStream in tests, the demo
+    and notebooks (unbounded by default)."""
+
+    read: beam.PTransform
+    streaming: bool = True
+    dedupe_seconds: int = 0
+
+    def transform(self) -> beam.PTransform:
+        return self.read
+
+    def estimated_bytes(self) -> None:
+        return None
 
 
 class _CreateMessages(beam.PTransform):

@@ -9,9 +9,20 @@ for the pipelines :class:`LocalStreaming` runs; nothing changes on any other run
 pipeline graph is the runtime's.
 
 **Pulls.** Up to ``bundle_size`` messages per bundle (several pulls of up to ``max_messages``),
-asking the server to answer at once when nothing is waiting. Like Beam's, the read acknowledges
-what it pulled before emitting it: what was pulled is in the pipeline, and a drain writes it.
-An unreachable or vanished subscription (an emulator restarting) is waited for, logged once.
+asking the server to answer at once when nothing is waiting. An unreachable or vanished
+subscription (an emulator restarting) is waited for, logged once.
+
+**Acknowledging after commit** (when the pipeline writes to DuckDB and its windows are known,
+not sessions): a message is held, its lease renewed, until the pipeline's watermark has passed
+the end of its last window and nothing is in flight — no bundle pending at any step but the
+read, no row the sink was handed and has not committed (``txpipe.sinks.duckdb.uncommitted``).
+Then every pane holding it was written: on time if it was read before its window fired, late
+(fired at once by the late trigger) otherwise. When a window is due but the pipeline is busy,
+and stays so for ACK_BARRIER_SECONDS, the read pauses pulling for a moment to let it quiet. Past
+``max_held`` held messages it stops pulling. A restarted run holds its watermark for the
+subscription's ack deadline and one empty pull after it, so a killed run's redeliveries are
+windowed as on time. Otherwise (sessions, other sinks) it acknowledges on pull, as Beam's does.
+docs/local-streaming.md says what a kill -9 can then lose or count twice.
 
 **Watermark** (:class:`SourceWatermark`): as Dataflow estimates it for Pub/Sub, from the data.
 After each pull the watermark moves to the oldest event time (``event_ts`` attribute) among the
@@ -67,7 +78,47 @@ IDLE_SECONDS = 0.1
 PULL_TIMEOUT_SECONDS = 30.0
 #: How far behind the wall clock the watermark stays once the read has caught up: Dataflow's
 #: Pub/Sub estimation band (events reordered by up to that much before publishing are not late).
+#: The latency floor of every window; ``LOCAL_ESTIMATION_BAND_SECONDS`` sets it
+#: (docs/local-streaming.md: what each value costs in late data).
 ESTIMATION_BAND_SECONDS = 10.0
+BAND_VARIABLE = "LOCAL_ESTIMATION_BAND_SECONDS"
+
+
+class BandError(ValueError):
+    """An estimation band that is not a number of seconds >= 0; one line for the user."""
+
+
+def band_seconds() -> float:
+    """The local read's estimation band: ``LOCAL_ESTIMATION_BAND_SECONDS`` or the default. A
+    local setting only (Dataflow estimates its own watermark): not a Flex Template parameter."""
+    import os
+
+    text = os.environ.get(BAND_VARIABLE, "").strip()
+    if not text:
+        return ESTIMATION_BAND_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise BandError(f"{BAND_VARIABLE} must be a number of seconds in [0, 3600] (got {text!r})")
+    return value
+
+#: Most messages the read holds unacknowledged (pulled, not yet written); past it, it stops
+#: pulling until writes let it acknowledge some. 250,000 is 80 s of traffic at 3,000 tx/s,
+#: more than a 30 s window plus the band and the lateness holds at that rate.
+MAX_HELD = 250_000
+#: Ids per acknowledge / modify-deadline request (Pub/Sub caps a request's size).
+ACK_CHUNK = 2_500
+#: How long a window's messages may wait for a quiet moment before the read pauses pulling
+#: (for at most ACK_PAUSE_SECONDS) to make one (module doc).
+ACK_BARRIER_SECONDS = 5.0
+ACK_PAUSE_SECONDS = 1.0
+#: How long a drain keeps the read scheduled, to acknowledge what gets written.
+DRAIN_ACK_SECONDS = 60.0
+#: The read's watermark while it drains: past every window's end, the global window's too,
+#: but not the end of time, which would tell the runner the read is done.
+DRAINING = Timestamp(micros=MAX_TIMESTAMP.micros - 1)
 
 log = logging.getLogger("txpipe.lab.direct_pubsub")
 
@@ -139,7 +190,33 @@ class ReadState:
     seen: set | None = None
     last_empty_pull: float = 0.0  # time.monotonic() when a pull last found nothing waiting
     stopped: bool = False
+    #: Acknowledging after commit: the ack ids held, by the moment (µs) the pipeline's
+    #: watermark must pass for every window of theirs to be written (ack_key).
+    held: dict[int, list[str]] = field(default_factory=dict)
+    held_count: int = 0
+    acked: int = 0
+    client: object = None  # the subscriber client, to acknowledge after the pipeline ended
+    lease_seconds: int = 0  # the subscription's ack deadline, what each renewal extends to
+    lease_renewed: float = 0.0  # time.monotonic()
+    #: A restart holds its watermark until the killed run's leases have expired and one pull
+    #: after that found the subscription empty (time.monotonic(); None: not holding).
+    hold_until: float | None = None
+    due_since: float | None = None  # when a held key first fell behind the watermark
+    drain_started: float = 0.0  # time.monotonic()
+    ack_delays: list[float] = field(default_factory=list)  # due -> acknowledged, seconds
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def hold(self, ack_ids: Sequence[str], keys: Sequence[int]) -> None:
+        for ack_id, key in zip(ack_ids, keys, strict=True):
+            self.held.setdefault(key, []).append(ack_id)
+        self.held_count += len(ack_ids)
+
+    def release(self, through: int) -> list[str]:
+        """The ack ids whose windows all end by ``through`` (µs), no longer held."""
+        ready = [k for k in self.held if k <= through]
+        ids = [a for k in ready for a in self.held.pop(k)]
+        self.held_count -= len(ids)
+        return ids
 
     def record(self, events: Sequence[int], ids: Sequence[str | None], fallbacks: int) -> None:
         """A pull, before the watermark moves on."""
@@ -183,18 +260,43 @@ def expiry(spec) -> Callable[[int, int], bool]:
     return lambda event, watermark: watermark > event - event % step + size + lateness
 
 
+def ack_key(spec) -> Callable[[int], int] | None:
+    """``key(event)`` (µs): the end of the last window of a :class:`txpipe.windowing.WindowSpec`
+    an event belongs to — once the pipeline's watermark has passed it and nothing is in flight,
+    every window of the event has fired and been written. None for sessions: a session's end
+    is not known when its events are read (they are acknowledged on pull)."""
+    from txpipe.config import WindowType
+
+    size = spec.size_seconds * 1_000_000
+    if spec.kind is WindowType.SESSION:
+        return None
+    step = (spec.period_seconds or max(1, spec.size_seconds // 2)) * 1_000_000 \
+        if spec.kind is WindowType.SLIDING else size
+    return lambda event: event - event % step + size
+
+
 class ReadSession:
-    """What the reads of one local run share: settings, their states, the drain switch."""
+    """What the reads of one local run share: settings, their states, the drain switch.
+
+    ``ack_after``: acknowledge a message once its windows are written (``ack_key(spec)``;
+    None: on pull), ``uncommitted()`` telling how many rows the sink holds unwritten;
+    ``restart_hold``: hold the watermark until a previous run's leases have expired."""
 
     def __init__(self, bundle_size: int = BUNDLE_SIZE, idle_seconds: float = IDLE_SECONDS,
                  band_seconds: float = ESTIMATION_BAND_SECONDS,
                  dropped: Callable[[int, int], bool] | None = None,
-                 keep_late: bool = False):
+                 keep_late: bool = False, ack_after: Callable[[int], int] | None = None,
+                 uncommitted: Callable[[], int] | None = None, restart_hold: bool = False,
+                 max_held: int = MAX_HELD):
         self.bundle_size = bundle_size
         self.idle_seconds = idle_seconds
         self.band_seconds = band_seconds
         self.dropped = dropped  # expiry(spec) of the pipeline's windows, when known
         self.keep_late = keep_late
+        self.ack_after = ack_after if uncommitted is not None else None
+        self.uncommitted = uncommitted
+        self.restart_hold = restart_hold
+        self.max_held = max_held
         self.draining = threading.Event()
         self.reads: dict[str, ReadState] = {}
         self._lock = threading.Lock()
@@ -235,11 +337,31 @@ class ReadSession:
         """Messages pulled with event times from ``micros`` on (µs)."""
         return sum(r.pulled_since(micros) for r in self.reads.values())
 
+    def acked(self) -> int:
+        return sum(r.acked for r in self.reads.values())
+
+    def held(self) -> int:
+        """Messages pulled and not acknowledged: not yet written."""
+        return sum(r.held_count for r in self.reads.values())
+
+    def ack_delays(self) -> list[float]:
+        """Seconds from a window's messages falling due (the watermark past their windows) to
+        their acknowledgement: the commit-to-ack instant, plus the wait for a quiet moment."""
+        return sorted(d for r in self.reads.values() for d in r.ack_delays)
+
     def progress(self) -> dict:
         reads = list(self.reads.values())
         return {"watermark": self.watermark(), "pulled": sum(r.pulled for r in reads),
-                "late": sum(r.late for r in reads),
+                "late": sum(r.late for r in reads), "held": self.held(),
+                "acked": sum(r.acked for r in reads),
+                "holding": any(r.hold_until is not None for r in reads),
                 "caught_up_at": min((r.last_empty_pull for r in reads), default=0.0)}
+
+    def finished(self) -> None:
+        """The pipeline ended (drained): whatever is still held was written; acknowledge it."""
+        for state in self.reads.values():
+            if state.held_count and state.client is not None:
+                _acknowledge(state, state.release(MAX_TIMESTAMP.micros))
 
 
 class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
@@ -252,19 +374,49 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
     def finish_bundle(self) -> TransformResult:
         state = self.session.state(self._sub_name)
         output = list(self._outputs)[0]
+        tracked = self.session.ack_after is not None
+        if tracked:
+            state.client = state.client or self._get_subscriber_client(self._applied_ptransform)
+            barrier = self._acknowledge_written(state)
+            self._renew_leases(state)
         if self.session.draining.is_set():
-            # Stop pulling; everything pulled was emitted in earlier bundles. No further work
-            # for this root, and its watermark at the end of time: every window fires.
+            # Stop pulling; everything pulled was emitted in earlier bundles. Its watermark just
+            # short of the end of time (past every window's end, the global one's included):
+            # every window fires, and the read stays scheduled — renewing leases,
+            # acknowledging — until every other step has finished; then the end of time.
             state.stopped = True
-            return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
-        elements, events, ids, emptied, fallbacks = self._pull()
+            state.drain_started = state.drain_started or time.monotonic()
+            if self._drained(state):
+                return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
+            time.sleep(self.session.idle_seconds)
+            return TransformResult(self, [], [self._again()], None, {None: DRAINING})
+        if tracked and (barrier or state.held_count >= self.session.max_held):
+            if state.held_count >= self.session.max_held:
+                _warn_once(f"{self._sub_name}/held",
+                           f"Pub/Sub read from {self._sub_name}: {state.held_count:,} messages "
+                           "held until written; pulling pauses until some are")
+            time.sleep(self.session.idle_seconds)
+            return TransformResult(self, [], [self._again()], None,
+                                   {None: Timestamp(micros=state.watermark.micros)})
+        elements, events, ids, ack_ids, emptied, fallbacks = self._pull()
         now = time.time_ns() // 1000
         with state.lock:
             state.record(events, ids, fallbacks)
-            watermark = state.watermark.pulled(events, now)
+            if tracked:
+                key = self.session.ack_after
+                state.hold(ack_ids, [key(e) for e in events])
+            if state.hold_until is not None:  # a restart: the watermark waits (module doc)
+                if emptied and emptied > state.hold_until:
+                    state.hold_until = None
+                watermark = state.watermark.micros
+            else:
+                watermark = state.watermark.pulled(events, now)
             if emptied:
-                watermark = state.watermark.idle(now)
+                if state.hold_until is None:
+                    watermark = state.watermark.idle(now)
                 state.last_empty_pull = emptied
+        if not tracked:
+            _acknowledge(state, ack_ids, self._get_subscriber_client(self._applied_ptransform))
         if fallbacks:
             _warn_once(f"{self._sub_name}/event_ts",
                        f"Pub/Sub read from {self._sub_name}: {state.fallbacks} message(s) so far "
@@ -280,22 +432,121 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
             bundles.append(bundle)
         else:
             time.sleep(self.session.idle_seconds)
+        return TransformResult(self, bundles, [self._again()], None,
+                               {None: Timestamp(micros=watermark)})
+
+    def _again(self):
+        """The read's unprocessed root bundle: it is scheduled again."""
         from apache_beam import pvalue
 
         transform = self._applied_ptransform
         pending = (transform.inputs[0] if transform.inputs
                    else pvalue.PBegin(transform.transform.pipeline))
-        unprocessed = self._evaluation_context.create_bundle(pending)
-        return TransformResult(self, bundles, [unprocessed], None,
-                               {None: Timestamp(micros=watermark)})
+        return self._evaluation_context.create_bundle(pending)
+
+    def _settled(self) -> tuple[int, bool]:
+        """(the pipeline's watermark in µs, whether nothing is in flight): no bundle or fired
+        timer pending at any step but this read, no row handed to the sink and not committed.
+        The watermark is read first: a window it has passed has fired, and once nothing is in
+        flight its pane is written."""
+        manager = self._evaluation_context._watermark_manager
+        steps = list(manager._transform_to_watermarks.items())
+        lowest = min(tw.output_watermark for _, tw in steps).micros
+        me = self._applied_ptransform
+        busy = any(tw._pending or tw._fired_timers for t, tw in steps if t is not me)
+        return lowest, not busy and self.session.uncommitted() == 0
+
+    def _drained(self, state: ReadState) -> bool:
+        """Whether a drain is over for this read: every other step's watermark at the end of
+        time and nothing held (or DRAIN_ACK_SECONDS passed; what is still held is then
+        acknowledged once the pipeline ends).
+
+        Early panes can leave a window's GroupByKey holding its output watermark with its
+        input at the end of time and no timer left (Beam's DirectRunner, 2.77): the runner's
+        stall check then fails the drain. When nothing is in flight and the DuckDB sink has
+        committed every row, such a hold guards no data (every event-time timer has fired),
+        and it is released here."""
+        manager = self._evaluation_context._watermark_manager
+        me = self._applied_ptransform
+        others = [tw for t, tw in list(manager._transform_to_watermarks.items()) if t is not me]
+        if all(tw.output_watermark >= DRAINING for tw in others) and not state.held_count:
+            return True
+        if time.monotonic() - state.drain_started > DRAIN_ACK_SECONDS:
+            return True
+        if (self.session.uncommitted is None or self.session.uncommitted()
+                or any(tw._pending or tw._fired_timers for tw in others)):
+            return False
+        for tw in others:
+            if (tw.input_watermark >= DRAINING > tw.output_watermark
+                    and tw._keyed_earliest_holds):
+                _warn_once(f"{self._sub_name}/stuck", "drain: releasing a watermark hold "
+                           "left with no timer (early panes on the DirectRunner)")
+                with tw._lock:
+                    tw._keyed_earliest_holds.clear()
+        return False
+
+    def _acknowledge_written(self, state: ReadState) -> bool:
+        """Acknowledge what the sink has written; True when something has been due for
+        ACK_BARRIER_SECONDS and the pipeline is still busy: the read then skips pulls for up to
+        ACK_PAUSE_SECONDS so that it quiets down, and pulls on if it does not."""
+        if not state.held:
+            return False
+        watermark, settled = self._settled()
+        if min(state.held) > watermark:
+            state.due_since = None
+            return False
+        now = time.monotonic()
+        if state.due_since is None:
+            state.due_since = now
+        if not settled:  # quiet once caught up; if not, pause pulling a moment to let it be
+            waited = now - state.due_since
+            if waited >= ACK_BARRIER_SECONDS + ACK_PAUSE_SECONDS:
+                state.due_since = now  # still busy: pull on (the held bound stops it at last)
+            return waited >= ACK_BARRIER_SECONDS
+        with state.lock:
+            ids = state.release(watermark)
+        _acknowledge(state, ids)
+        state.ack_delays.append(now - state.due_since)
+        state.due_since = None
+        return False
+
+    def _renew_leases(self, state: ReadState) -> None:
+        """Extend the deadline of every held message before it runs out (and, on a restart,
+        start the watermark hold: a killed run's leases last at most the ack deadline)."""
+        from google.api_core import exceptions
+
+        now = time.monotonic()
+        if not state.lease_seconds:
+            try:
+                deadline = state.client.get_subscription(
+                    request={"subscription": self._sub_name}).ack_deadline_seconds
+            except exceptions.GoogleAPICallError:
+                deadline = 0
+            state.lease_seconds = min(600, max(10, deadline or 60))
+            state.lease_renewed = now
+            if self.session.restart_hold:
+                state.hold_until = now + state.lease_seconds + 1
+            return
+        if now - state.lease_renewed < state.lease_seconds / 3 or not state.held_count:
+            return
+        ids = [a for batch in state.held.values() for a in batch]
+        try:
+            for start in range(0, len(ids), ACK_CHUNK):
+                state.client.modify_ack_deadline(request={
+                    "subscription": self._sub_name, "ack_ids": ids[start:start + ACK_CHUNK],
+                    "ack_deadline_seconds": state.lease_seconds})
+        except exceptions.GoogleAPICallError as exc:
+            _warn_once(f"{self._sub_name}/lease", f"Pub/Sub modify deadline on "
+                       f"{self._sub_name}: {' '.join(str(exc).split())[:200]}; retrying")
+            return
+        state.lease_renewed = now
 
     def _pull(self):
-        """(elements, their event times in µs, their transaction_id attributes, when the
-        subscription was found empty (time.monotonic(), 0.0 if not), how many fell back to the
-        publish time). Messages are read from the raw protobuf (the proto-plus wrapper cost
-        more than the rest of the read) and acknowledged once per bundle."""
+        """(elements, their event times in µs, their transaction_id attributes, their ack ids,
+        when the subscription was found empty (time.monotonic(), 0.0 if not), how many fell
+        back to the publish time). Messages are read from the raw protobuf (the proto-plus
+        wrapper cost more than the rest of the read)."""
         from apache_beam.io.gcp.pubsub import PubsubMessage
-        from google.api_core import exceptions
         from google.pubsub_v1.types import PullResponse
 
         client = self._get_subscriber_client(self._applied_ptransform)
@@ -337,14 +588,23 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
                 events.append(event)
                 ids.append(attributes.get(ATTR_TRANSACTION_ID))
                 ack_ids.append(item.ack_id)
-        if ack_ids:
-            try:
-                client.acknowledge(request={"subscription": self._sub_name, "ack_ids": ack_ids})
-            except exceptions.GoogleAPICallError as exc:
-                # Kept: unacknowledged messages come back, and Dedupe drops the second copy.
-                _warn_once(self._sub_name, f"Pub/Sub acknowledge on {self._sub_name}: "
-                           f"{' '.join(str(exc).split())[:200]}; retrying")
-        return elements, events, ids, emptied, fallbacks
+        return elements, events, ids, ack_ids, emptied, fallbacks
+
+
+def _acknowledge(state: ReadState, ack_ids: Sequence[str], client=None) -> None:
+    from google.api_core import exceptions
+
+    client = client or state.client
+    try:
+        for start in range(0, len(ack_ids), ACK_CHUNK):
+            client.acknowledge(request={"subscription": state.subscription,
+                                        "ack_ids": ack_ids[start:start + ACK_CHUNK]})
+    except exceptions.GoogleAPICallError as exc:
+        # Kept: unacknowledged messages come back, and Dedupe drops the second copy.
+        _warn_once(state.subscription, f"Pub/Sub acknowledge on {state.subscription}: "
+                   f"{' '.join(str(exc).split())[:200]}; retrying")
+        return
+    state.acked += len(ack_ids)
 
 
 def _unavailable() -> tuple[type[Exception], ...]:
@@ -388,7 +648,7 @@ class LocalStreaming:
     every streaming run on the DirectRunner (a bounded source simply ends)."""
 
     def __init__(self, bundle_size: int = BUNDLE_SIZE, idle_seconds: float = IDLE_SECONDS,
-                 band_seconds: float = ESTIMATION_BAND_SECONDS, keep_late: bool = False):
+                 band_seconds: float | None = None, keep_late: bool = False):
         self.bundle_size = bundle_size
         self.idle_seconds = idle_seconds
         self.band_seconds = band_seconds
@@ -404,7 +664,8 @@ class LocalStreaming:
         which imports this module); returns its LiveRun at once."""
         from txpipe.lab import live
 
-        return live.start(pipeline, windows, self.band_seconds, self.keep_late,
+        band = self.band_seconds if self.band_seconds is not None else band_seconds()
+        return live.start(pipeline, windows, band, self.keep_late,
                           bundle_size=self.bundle_size, idle_seconds=self.idle_seconds)
 
 
@@ -443,6 +704,14 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str], ...] = (
      "the running pipeline's watermark manager is reached through it"),
     ("apache_beam.runners.direct.evaluation_context.EvaluationContext", "_watermark_manager",
      "the steps' watermarks"),
+    ("apache_beam.runners.direct.watermark_manager._TransformWatermarks", "_pending",
+     "bundles not yet processed by a step: nothing in flight before acknowledging"),
+    ("apache_beam.runners.direct.watermark_manager._TransformWatermarks", "_fired_timers",
+     "timers fired and not yet processed"),
+    ("apache_beam.runners.direct.watermark_manager._TransformWatermarks",
+     "_keyed_earliest_holds", "a drain releases a hold early panes leave behind"),
+    ("apache_beam.runners.direct.watermark_manager._TransformWatermarks", "_lock",
+     "guards the holds while they are released"),
 )
 
 

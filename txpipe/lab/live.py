@@ -32,6 +32,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from txpipe.lab.direct_pubsub import (
     ESTIMATION_BAND_SECONDS,
     ReadSession,
+    ack_key,
     expiry,
     local_pubsub_reads,
     pipeline_watermark,
@@ -50,29 +51,42 @@ def _never() -> bool:
 
 @dataclass(frozen=True)
 class Cancelled:
-    """What a cancel left: the pipeline's watermark, and the pulled (acknowledged) messages with
-    later event times, which were in windows that had not fired — not written."""
+    """What a cancel left: the pipeline's watermark, and the messages pulled but not written.
+    ``acknowledged``: whether they were (read before acknowledging after commit: lost);
+    otherwise a later run on the subscription reads them again."""
 
     watermark: Timestamp | None
     unwritten: int
+    acknowledged: bool = False
 
     def line(self) -> str:
+        left = ("were acknowledged but not written" if self.acknowledged else
+                "were not written nor acknowledged: the next run on the subscription reads them")
         if self.watermark is None:
-            return f"cancelled: {self.unwritten} pulled message(s) were not written"
+            return f"cancelled: {self.unwritten} pulled message(s) {left}"
         at = self.watermark.to_utc_datetime().strftime("%Y-%m-%d %H:%M:%S")
         return (f"cancelled at once: the pipeline's watermark was at {at} UTC; {self.unwritten} "
-                "pulled message(s) with later event times (and any older ones in windows still "
-                "open) were acknowledged but not written")
+                f"pulled message(s) {left}")
 
 
 def start(pipeline, windows=None, band_seconds: float = ESTIMATION_BAND_SECONDS,
-          keep_late: bool = False, **read: Any) -> LiveRun:
+          keep_late: bool = False, restart_hold: bool = True, **read: Any) -> LiveRun:
     """Start ``pipeline`` (streaming, DirectRunner) on the local read; returns at once.
-    ``windows`` (its WindowSpec) lets the read count what arrives too late and acknowledge a
-    message once its windows are written; ``read``: other :class:`ReadSession` settings."""
+
+    ``windows`` (its WindowSpec) lets the read count what arrives too late and — when the
+    pipeline writes to DuckDB — acknowledge a message only once its windows are written.
+    ``restart_hold``: the subscription may hold a killed run's leased messages, so the
+    watermark waits for them (False for a subscription made for this run). ``read``: other
+    :class:`ReadSession` settings."""
+    from txpipe.sinks import duckdb
+
+    after_commit = windows is not None and _writes_duckdb(pipeline)
     session = ReadSession(band_seconds=band_seconds,
                           dropped=expiry(windows) if windows is not None else None,
-                          keep_late=keep_late, **read)
+                          keep_late=keep_late,
+                          ack_after=ack_key(windows) if after_commit else None,
+                          uncommitted=duckdb.uncommitted if after_commit else None,
+                          restart_hold=restart_hold and after_commit, **read)
     metrics = streaming_metrics()
     metrics.__enter__()
     try:
@@ -82,6 +96,23 @@ def start(pipeline, windows=None, band_seconds: float = ESTIMATION_BAND_SECONDS,
         metrics.__exit__(None, None, None)
         raise
     return LiveRun(result, session, metrics)
+
+
+def _writes_duckdb(pipeline) -> bool:
+    """Whether the pipeline writes to the DuckDB warehouse (whose commits the read can see)."""
+    from apache_beam.pipeline import PipelineVisitor
+
+    from txpipe.sinks.duckdb import WriteDuckDB
+
+    found = []
+
+    class _Find(PipelineVisitor):
+        def enter_composite_transform(self, node) -> None:
+            if isinstance(node.transform, WriteDuckDB):
+                found.append(node)
+
+    pipeline.visit(_Find())
+    return bool(found)
 
 
 class Publishing:
@@ -127,6 +158,7 @@ class LiveRun:
     def _wait(self) -> None:
         try:
             self.result.wait_until_finish()
+            self.session.finished()  # drained: what is still held was written
         except BaseException as exc:  # re-raised in the caller's thread by wait()
             self._error = exc
         finally:
@@ -151,7 +183,7 @@ class LiveRun:
         since = time.monotonic() if since is None else since
         deadline = None if timeout is None else time.monotonic() + timeout
         session = self.session
-        progress = (session.pulled, time.monotonic())
+        progress = (session.pulled + session.acked(), time.monotonic())
         next_report = time.monotonic() + 10
         while not session.caught_up_since(since):
             if cancelled():
@@ -162,8 +194,9 @@ class LiveRun:
             now = time.monotonic()
             if deadline is not None and now > deadline:
                 return "timeout"
-            if session.pulled != progress[0]:
-                progress = (session.pulled, now)
+            moved = session.pulled + session.acked()  # a pause to acknowledge is progress
+            if moved != progress[0]:
+                progress = (moved, now)
             elif now - progress[1] > stall_seconds:
                 return "stalled"
             if report is not None and now >= next_report:
@@ -202,9 +235,11 @@ class LiveRun:
         """Stop at once; say what was pulled but not written."""
         watermark = self.pipeline_watermark()
         self.result.cancel()
+        if self.session.ack_after is not None:
+            return Cancelled(watermark, self.session.held())
         if watermark is None:
-            return Cancelled(None, self.session.pulled)
-        return Cancelled(watermark, self.session.pulled_since(watermark.micros))
+            return Cancelled(None, self.session.pulled, acknowledged=True)
+        return Cancelled(watermark, self.session.pulled_since(watermark.micros), True)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the pipeline has finished (raising its error if it failed)."""
@@ -261,8 +296,9 @@ class LiveRun:
 
     def progress(self) -> dict[str, Any]:
         """The read as it stands, for a dashboard: ``watermark`` (µs, the read's), ``pulled``,
-        ``late``, ``caught_up_at`` (time.monotonic() of the last empty pull), ``draining``,
-        ``done``."""
+        ``late``, ``held`` (pulled, not yet written nor acknowledged), ``acked``, ``holding``
+        (a restart's watermark hold), ``caught_up_at`` (time.monotonic() of the last empty
+        pull), ``draining``, ``done``."""
         return self.session.progress() | {"draining": self.draining, "done": self.done}
 
     def source_counters(self) -> dict[str, int]:
@@ -383,7 +419,7 @@ class LiveStack:
         from txpipe.windowing import WindowSpec
 
         handle = start(pipeline, WindowSpec.from_settings(settings) if settings is not None
-                       else None)
+                       else None, restart_hold=False)  # resources() made its subscriptions
         self._runs.append(handle)
         return handle
 

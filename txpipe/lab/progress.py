@@ -69,18 +69,21 @@ def read(warehouse: str | os.PathLike) -> Progress | None:
     return Progress(**{k: v for k, v in data.items() if k in fields})
 
 
-def of_session(session, published: Callable[[], int] | None = None) -> Progress:
-    """A record of the lab's local Pub/Sub read (a ``txpipe.lab.direct_pubsub.ReadSession``)."""
+def of_run(run, published: Callable[[], int] | None = None) -> Progress:
+    """A record of a local streaming run: ``run.progress()`` of a ``txpipe.lab.live.LiveRun``
+    (or of its read session) — the read's ``watermark`` in µs, ``pulled``, ``late``,
+    ``draining``."""
     from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
-    micros = session.watermark()
+    now = run.progress()
+    micros = now["watermark"]
     return Progress(
         recorded_at=time.time(),
         watermark=None if micros <= MIN_TIMESTAMP.micros else micros / 1e6,
-        pulled=session.pulled,
+        pulled=now["pulled"],
         published=None if published is None else published(),
-        late=sum(r.late for r in list(session.reads.values())),
-        draining=session.draining.is_set(),
+        late=now.get("late", 0),
+        draining=bool(now.get("draining", False)),
     )
 
 
@@ -114,7 +117,7 @@ class Recorder:
         self.record()
 
 
-def follow(warehouse: str | os.PathLike, session,
+def follow(warehouse: str | os.PathLike, run,
            published: Callable[[], int] | None = None) -> Recorder:
-    """Record the local read ``session``'s progress beside ``warehouse`` until stopped."""
-    return Recorder(warehouse, lambda: of_session(session, published)).start()
+    """Record the progress of ``run`` (see :func:`of_run`) beside ``warehouse`` until stopped."""
+    return Recorder(warehouse, lambda: of_run(run, published)).start()

@@ -78,21 +78,29 @@ def fire_times(stream, panes: pd.DataFrame, early_delay: float | None) -> list[f
 def plot_book(stream, panes: pd.DataFrame, title: str, early_delay: float | None = None,
               expected: pd.DataFrame | None = None):
     """One of the book's figures: processing time (x) against event time (y), each score at
-    its arrival, the watermark, and every pane as a bar over its window's event times at the
-    processing time it fired, labelled with its value and timing (the book's notation)."""
+    its arrival (a cross when no pane holds it: dropped), the watermark, and every pane as a
+    bar over its window's event times at the processing time it fired, labelled with its
+    value and timing (the book's notation)."""
     import matplotlib.pyplot as plt
 
     elements, steps = script(stream)
     fig, ax = plt.subplots(figsize=(10, 5))
     lo = min(elements["event"].min(), steps[0][1])
     windows = sorted({(p.start, p.end) for p in panes.itertuples()})
-    for i, (start, end) in enumerate(windows):
+    disjoint = all(a[1] <= b[0] for a, b in zip(windows, windows[1:], strict=False))
+    for i, (start, end) in enumerate(windows if disjoint else []):  # sessions overlap: no bands
         ax.axhspan(start, end, color="#e6eef7" if i % 2 == 0 else "#f2f2f2", zorder=0)
-    ax.scatter(elements["arrival"], elements["event"], color="#4c72b0", s=60, zorder=3,
-               label="score (at its arrival)")
-    for r in elements.itertuples():
-        ax.annotate(str(r.value), (r.arrival, r.event), xytext=(5, -3),
-                    textcoords="offset points", fontsize=9, color="#4c72b0")
+    counted = {tuple(c) for contents in panes["contents"] for c in contents}
+    dropped = [(r.value, r.event) not in counted for r in elements.itertuples()]
+    for is_dropped, marker, color, label in ((False, "o", "#4c72b0", "score (at its arrival)"),
+                                             (True, "X", "#c44e52", "dropped (in no pane)")):
+        rows = elements[[d == is_dropped for d in dropped]]
+        if len(rows):
+            ax.scatter(rows["arrival"], rows["event"], marker=marker, color=color, s=60,
+                       zorder=3, label=label)
+        for r in rows.itertuples():
+            ax.annotate(str(r.value), (r.arrival, r.event), xytext=(5, -3),
+                        textcoords="offset points", fontsize=9, color=color)
     xs = [t for t, _ in steps]
     ws = [max(w, lo - 30) for _, w in steps]
     ax.step(xs, ws, where="post", color="#1f3b73", lw=1.6, ls="--", label="watermark")

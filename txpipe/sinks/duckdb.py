@@ -46,6 +46,34 @@ LOCK_RETRY_SECONDS = 120.0
 _SCHEMA_LOCK = threading.Lock()
 
 
+class _Uncommitted:
+    """Rows handed to this process's warehouse writers and not yet committed. The lab's local
+    read acknowledges a message only once nothing is (``uncommitted() == 0``) and its windows
+    have fired; nothing else reads it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.count += n
+
+
+
+_UNCOMMITTED = _Uncommitted()
+
+
+def _handed(row):
+    _UNCOMMITTED.add(1)
+    return row
+
+
+def uncommitted() -> int:
+    """How many rows this process's DuckDB writers were handed and have not committed."""
+    return _UNCOMMITTED.count
+
+
 class WarehouseError(Exception):
     """The warehouse file cannot be used; the message is one line."""
 
@@ -192,7 +220,7 @@ class _WriteBatchFn(beam.DoFn):
         _, rows = keyed_rows
         rows = list(rows)
         for start in range(0, len(rows), WriteDuckDB.BATCH_SIZE):
-            batch = self.table.to_arrow(rows[start:start + WriteDuckDB.BATCH_SIZE])  # noqa: F841
+            batch = self.table.to_arrow(rows[start:start + WriteDuckDB.BATCH_SIZE])
             insert = f'INSERT OR IGNORE INTO "{self.name}" SELECT * FROM batch'
             con = connect(self.sink.path)  # a connection per batch: readers get a turn
             try:
@@ -205,6 +233,7 @@ class _WriteBatchFn(beam.DoFn):
                     con.execute(insert)
             finally:
                 con.close()
+            _UNCOMMITTED.add(-batch.num_rows)
         yield len(rows)
 
 
@@ -225,6 +254,7 @@ class WriteDuckDB(beam.PTransform):
             rows = rows | "Identify" >> beam.Map(self.stamp)
         keyed = (
             rows
+            | "Handed" >> beam.Map(_handed)
             | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
             | "OneWriter" >> beam.WithKeys(self.name)
         )

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from txpipe.errors import OneLineParser, UsageError
+from txpipe.errors import OneLineParser, UsageError, command
 
 DEFAULT_PORT = 8050
 LINE_PREFIX = "DASHBOARD "
@@ -90,30 +90,30 @@ def _exit_with(pid: int) -> None:
     threading.Thread(target=watch, name="txpipe-dashboard-parent", daemon=True).start()
 
 
+@command("txpipe dashboard")
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        if not args.looker_url:
-            if not args.warehouse:
-                raise UsageError("--warehouse FILE is required (or --looker-url)")
-            check_warehouse(args.warehouse)
-            _bind_check(args.port)
-        from txpipe.config import ConfigError, load_settings
+    args = build_parser().parse_args(argv)
+    if not args.looker_url:
+        if not args.warehouse:
+            raise UsageError("--warehouse FILE is required (or --looker-url)")
+        check_warehouse(args.warehouse)
+        _bind_check(args.port)
+    from txpipe.config import ConfigError, load_settings
 
-        try:
-            settings = load_settings()
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
-    except UsageError as exc:
-        print(f"txpipe dashboard: {exc}", file=sys.stderr)
-        return 2
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise UsageError(exc) from None
     if args.looker_url:
         from txpipe.lab.dashboard import looker
 
         print(looker.settings_url(settings, args.looker_report_id))
         return 0
-    if args.exit_with:
+    if args.exit_with:  # beside a run: the page yields the processor to the pipeline
         _exit_with(args.exit_with)
+        os.nice(10)
+    # A page in a process of its own: Dash's Jupyter support would import IPython (1.5 s+).
+    sys.modules.setdefault("IPython", None)
     from txpipe.lab.dashboard import app, data
 
     page = app.make_app(args.warehouse, data.Tables.from_settings(settings))
@@ -122,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # the port was taken between the check and the bind
-        print(f"txpipe dashboard: cannot listen on port {args.port}: {exc.strerror}",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot listen on port {args.port}: {exc.strerror}") from None
     return 0
 
 
@@ -145,8 +143,11 @@ class Beside:
 
     def __init__(self, warehouse: str, recorder, say: Callable[[str], None] = print):
         self.recorder = recorder
-        wanted = int(os.environ.get("DEMO_DASHBOARD_PORT") or DEFAULT_PORT)
-        port = wanted if _free(wanted) else 0
+        text = os.environ.get("DEMO_DASHBOARD_PORT") or str(DEFAULT_PORT)
+        wanted = int(text) if text.isdigit() else -1
+        if wanted < 0:
+            say(f"dashboard: DEMO_DASHBOARD_PORT={text!r} is not a port number: any free one")
+        port = wanted if wanted >= 0 and _free(wanted) else 0
         self.process = subprocess.Popen(
             [sys.executable, "-m", "txpipe", "dashboard", "--warehouse", warehouse,
              "--port", str(port), "--exit-with", str(os.getpid())],
@@ -177,12 +178,13 @@ class Beside:
                 self.process.kill()
 
 
-def beside(warehouse: str, session, published: Callable[[], int] | None = None,
+def beside(warehouse: str, run, published: Callable[[], int] | None = None,
            say: Callable[[str], None] = print) -> Beside | None:
-    """Record the local read ``session``'s progress and serve the page over ``warehouse``
-    (``DEMO_DASHBOARD=0``: neither). The DASHBOARD line is said as soon as the page serves."""
+    """Record the progress of ``run`` (a ``txpipe.lab.live.LiveRun``) and serve the page over
+    ``warehouse`` (``DEMO_DASHBOARD=0``: neither). The DASHBOARD line is said as soon as the
+    page serves."""
     if os.environ.get("DEMO_DASHBOARD", "1") == "0":
         return None
     from txpipe.lab import progress
 
-    return Beside(warehouse, progress.follow(warehouse, session, published), say)
+    return Beside(warehouse, progress.follow(warehouse, run, published), say)

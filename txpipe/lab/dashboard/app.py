@@ -10,9 +10,10 @@ from a CDN, so the page works offline.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
+import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from txpipe import money
 from txpipe.lab import progress as run_progress
@@ -31,9 +32,16 @@ class Board:
         self.warehouse, self.tables = warehouse, tables
         self.history: collections.deque = collections.deque(maxlen=HISTORY)
         self._lock = threading.Lock()
+        self._snapshot: data.Snapshot | None = None
+        self._signature: tuple | None = None
+        self.version = 0  # counts the looks that read something new
 
     def refresh(self) -> tuple[data.Snapshot, run_progress.Progress | None]:
-        snap = data.look(self.warehouse, self.tables)
+        signature = data.signature(self.warehouse)
+        if signature is None or signature != self._signature:  # else nothing was written
+            self._snapshot, self._signature = data.look(self.warehouse, self.tables), signature
+            self.version += 1
+        snap = dataclasses.replace(self._snapshot, taken_at=time.time())
         prog = run_progress.read(self.warehouse)
         lag = lag_seconds(snap, prog)
         with self._lock:
@@ -49,8 +57,8 @@ class Board:
 def lag_seconds(snap: data.Snapshot, prog: run_progress.Progress | None) -> float | None:
     """The read's watermark behind the clock when the run records it; else how far the newest
     window written ends behind the clock (a replay's is its data's age)."""
-    if prog is not None and prog.watermark is not None:
-        return snap.taken_at - prog.watermark
+    if prog is not None and prog.lag is not None:
+        return prog.lag  # as the run last recorded it (a finished run's stays put)
     end = snap.newest_window_end
     return None if end is None else snap.taken_at - end.timestamp()
 
@@ -82,69 +90,69 @@ def status_line(snap: data.Snapshot, prog: run_progress.Progress | None) -> str:
     return " · ".join(parts)
 
 
-# --- figures ---------------------------------------------------------------------------------
+# --- figures (plain dicts: plotly.js draws them; building plotly.graph_objects would cost the
+# page's process more than the look itself) ----------------------------------------------------
 
 
-def _layout(fig, title: str):
-    fig.update_layout(title=title, margin=dict(l=50, r=20, t=40, b=40), height=300,
-                      template="plotly_white", legend=dict(orientation="h", y=-0.2))
-    return fig
+def _figure(title: str, traces: list[dict], **layout) -> dict:
+    return {"data": traces, "layout": {
+        "title": {"text": title}, "margin": {"l": 50, "r": 60, "t": 40, "b": 40}, "height": 300,
+        "template": {"layout": {"plot_bgcolor": "white", "xaxis": {"gridcolor": "#eee"},
+                                "yaxis": {"gridcolor": "#eee"}}},
+        "legend": {"orientation": "h", "y": -0.2}, **layout}}
 
 
-def windows_figure(snap: data.Snapshot):
-    import plotly.graph_objects as go
+def _times(moments) -> list[str]:
+    return [m.isoformat() for m in moments]
 
-    fig = go.Figure()
+
+def windows_figure(snap: data.Snapshot) -> dict:
+    traces = []
     for timing in data.PANE_TIMINGS:
         ws = [w for w in snap.windows if w.panes and w.panes[-1] == timing]
-        fig.add_bar(x=[w.start for w in ws], y=[w.transactions for w in ws],
-                    name=f"last pane {timing}", marker_color=COLOURS[timing],
-                    text=[" ".join(p[0] for p in w.panes) for w in ws], textposition="outside",
-                    hovertext=[f"panes: {', '.join(w.panes)}" for w in ws])
+        traces.append({"type": "bar", "name": f"last pane {timing}",
+                       "x": _times(w.start for w in ws), "y": [w.transactions for w in ws],
+                       "marker": {"color": COLOURS[timing]}, "textposition": "outside",
+                       "text": [" ".join(p[0] for p in w.panes) for w in ws],
+                       "hovertext": [f"panes: {', '.join(w.panes)}" for w in ws]})
     flagged = {a["window_start_time"] for a in snap.anomalies}
     marks = [w for w in snap.windows if w.start in flagged]
     if marks:
-        fig.add_scatter(x=[w.start for w in marks], y=[w.transactions for w in marks],
-                        mode="markers", name="anomaly", marker=dict(symbol="x", size=12,
-                                                                    color="black"))
-    return _layout(fig, "Transactions per window (E/O/L: its panes)")
+        traces.append({"type": "scatter", "mode": "markers", "name": "anomaly",
+                       "x": _times(w.start for w in marks), "y": [w.transactions for w in marks],
+                       "marker": {"symbol": "x", "size": 12, "color": "black"}})
+    return _figure("Transactions per window (E/O/L: its panes)", traces, barmode="overlay")
 
 
-def amounts_figure(snap: data.Snapshot):
-    import plotly.graph_objects as go
-
-    x = [w.start for w in snap.windows]
-    fig = go.Figure()
-    fig.add_scatter(x=x, y=[float(w.amount_sum) for w in snap.windows], name="sum", mode="lines+markers")
-    fig.add_scatter(x=x, y=[float(w.max_amount or 0) for w in snap.windows], name="max",
-                    mode="lines", yaxis="y2", line=dict(dash="dot"))
-    fig.add_scatter(x=x, y=[float(w.min_amount or 0) for w in snap.windows], name="min",
-                    mode="lines", yaxis="y2", line=dict(dash="dot"))
-    fig.update_layout(yaxis2=dict(overlaying="y", side="right", type="log", dtick=1,
-                                  title="min / max (log)"))
-    return _layout(fig, "Amount per window: sum, min / max")
+def amounts_figure(snap: data.Snapshot) -> dict:
+    x = _times(w.start for w in snap.windows)
+    return _figure("Amount per window: sum, min / max", [
+        {"type": "scatter", "mode": "lines+markers", "name": "sum", "x": x,
+         "y": [float(w.amount_sum) for w in snap.windows]},
+        {"type": "scatter", "mode": "lines", "name": "max", "x": x, "yaxis": "y2",
+         "y": [float(w.max_amount or 0) for w in snap.windows], "line": {"dash": "dot"}},
+        {"type": "scatter", "mode": "lines", "name": "min", "x": x, "yaxis": "y2",
+         "y": [float(w.min_amount or 0) for w in snap.windows], "line": {"dash": "dot"}},
+    ], yaxis2={"overlaying": "y", "side": "right", "type": "log", "dtick": 1,
+               "title": {"text": "min / max (log)"}})
 
 
-def dead_letters_figure(snap: data.Snapshot):
-    import plotly.graph_objects as go
-
+def dead_letters_figure(snap: data.Snapshot) -> dict:
     reasons = sorted(snap.dead_letters, key=snap.dead_letters.get)
-    fig = go.Figure(go.Bar(x=[snap.dead_letters[r] for r in reasons], y=reasons,
-                           orientation="h", marker_color="#8a6bbf"))
-    return _layout(fig, f"Dead letters by reason ({snap.dead_letters_total:,})")
+    return _figure(f"Dead letters by reason ({snap.dead_letters_total:,})", [
+        {"type": "bar", "orientation": "h", "y": reasons,
+         "x": [snap.dead_letters[r] for r in reasons], "marker": {"color": "#8a6bbf"}}],
+        margin={"l": 120, "r": 20, "t": 40, "b": 40})
 
 
-def progress_figure(history):
-    import plotly.graph_objects as go
-
-    x = [datetime.fromtimestamp(t, UTC) for t, _, _ in history]
-    fig = go.Figure()
-    fig.add_scatter(x=x, y=[lag for _, lag, _ in history], name="watermark lag (s)",
-                    mode="lines")
-    fig.add_scatter(x=x, y=[backlog for _, _, backlog in history], name="backlog (messages)",
-                    mode="lines", yaxis="y2")
-    fig.update_layout(yaxis2=dict(overlaying="y", side="right", rangemode="tozero"))
-    return _layout(fig, "Watermark lag and read backlog")
+def progress_figure(history) -> dict:
+    x = [datetime.fromtimestamp(t, UTC).isoformat() for t, _, _ in history]
+    return _figure("Watermark lag and read backlog", [
+        {"type": "scatter", "mode": "lines", "name": "watermark lag (s)", "x": x,
+         "y": [lag for _, lag, _ in history]},
+        {"type": "scatter", "mode": "lines", "name": "backlog (messages)", "x": x,
+         "y": [backlog for _, _, backlog in history], "yaxis": "y2"},
+    ], yaxis2={"overlaying": "y", "side": "right", "rangemode": "tozero"})
 
 
 # --- tables ----------------------------------------------------------------------------------
@@ -181,7 +189,7 @@ def progress_rows(snap: data.Snapshot, prog: run_progress.Progress | None) -> li
                    ["anomalies", f"{snap.anomalies_total:,}"]]
 
 
-def tables(snap: data.Snapshot, prog: run_progress.Progress | None):
+def tables(snap: data.Snapshot):
     from dash import html
 
     return [
@@ -195,8 +203,6 @@ def tables(snap: data.Snapshot, prog: run_progress.Progress | None):
         _table("anomalies-table", ["window", "series", "metric", "value", "score", "detector"],
                [[_clock(a["window_start_time"]), a["series"], a["metric"], _money(a["value"]),
                  f"{a['score']:.2f}", a["detector"]] for a in snap.anomalies]),
-        html.H3("Progress"),
-        _table("progress-table", ["", ""], progress_rows(snap, prog)),
     ]
 
 
@@ -219,7 +225,7 @@ table.numbers td, table.numbers th { border: 1px solid #ccc; padding: 2px 8px; t
 
 def make_app(warehouse: str, tables_: data.Tables = data.Tables(),
              refresh_seconds: float = REFRESH_SECONDS):
-    from dash import Dash, Input, Output, dcc, html
+    from dash import Dash, Input, Output, State, dcc, html, no_update
 
     board = Board(warehouse, tables_)
     app = Dash(__name__, title="txpipe live", update_title=None, serve_locally=True)
@@ -230,29 +236,37 @@ def make_app(warehouse: str, tables_: data.Tables = data.Tables(),
 
     app.layout = html.Div([
         html.H1("txpipe — live"),
-        html.P(f"warehouse {Path(warehouse).resolve()}"),
+        html.P(f"warehouse {warehouse}"),
         html.P(id="status"),
         html.Div(id="summary"),
         html.Div(className="charts", children=[
             graph("windows-chart"), graph("amounts-chart"),
             graph("dead-letters-chart"), graph("progress-chart")]),
         html.Div(id="tables"),
+        html.H3("Progress"),
+        html.Div(id="progress"),
         dcc.Interval(id="tick", interval=int(refresh_seconds * 1000)),
+        dcc.Store(id="shown"),  # which look this browser shows: unchanged, nothing is redrawn
     ])
 
     @app.callback(
-        Output("status", "children"), Output("summary", "children"),
-        Output("windows-chart", "figure"), Output("amounts-chart", "figure"),
-        Output("dead-letters-chart", "figure"), Output("progress-chart", "figure"),
-        Output("tables", "children"), Input("tick", "n_intervals"))
-    def _refresh(_):
+        Output("status", "children"), Output("progress-chart", "figure"),
+        Output("progress", "children"), Output("shown", "data"),
+        Output("summary", "children"), Output("windows-chart", "figure"),
+        Output("amounts-chart", "figure"), Output("dead-letters-chart", "figure"),
+        Output("tables", "children"), Input("tick", "n_intervals"), State("shown", "data"))
+    def _refresh(_, shown):
         snap, prog = board.refresh()
+        always = (status_line(snap, prog), progress_figure(board.samples()),
+                  _table("progress-table", ["", ""], progress_rows(snap, prog)), board.version)
+        if shown == board.version:
+            return always + (no_update,) * 5
         summary = html.Span(
             f"{snap.windows_total:,} windows · {snap.transactions_total:,} transactions · "
             f"{snap.dead_letters_total:,} dead letters · {snap.anomalies_total:,} anomalies",
             id="headline", **summary_attributes(snap))
-        return (status_line(snap, prog), summary, windows_figure(snap), amounts_figure(snap),
-                dead_letters_figure(snap), progress_figure(board.samples()), tables(snap, prog))
+        return always + (summary, windows_figure(snap), amounts_figure(snap),
+                         dead_letters_figure(snap), tables(snap))
 
     return app
 

@@ -1,17 +1,20 @@
 """What the dashboard shows, read from a DuckDB warehouse in one brief look.
 
-DuckDB lets one process write a file, and a reader holding it makes that writer wait: each
-look attaches the file read-only to an in-memory database, copies the latest run's rows (a
-few milliseconds), detaches — the writer may go on — and only then totals, joins and
-converts, on the copy. It waits out the writer's own short hold instead of failing. The sink
-opens its connection per batch and retries a held file, so a look every couple of seconds
-costs the pipeline at most a short retry now and then (docs/dashboard.md, as measured).
+DuckDB lets one process write a file, and a reader holding it makes that writer wait — and
+the streaming DirectRunner's one worker thread with it, while the sink backs off. So a look
+never opens the warehouse itself: it copies the file's bytes aside (no lock taken), attaches
+the copy read-only to an in-memory database, keeps the latest run's rows and only then
+totals, joins and converts (docs/dashboard.md, as measured).
 
 A warehouse may hold several runs: the page shows the latest (the one that wrote last).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,8 +28,8 @@ from txpipe.schema import WINDOW_STATS
 WINDOWS_SHOWN = 40
 #: How many of the latest anomalies.
 ANOMALIES_SHOWN = 20
-#: How long a look waits for the writer to let go of the file.
-LOCK_WAIT_SECONDS = 2.0
+#: How many times a look copies the file when a copy was torn by the writer's checkpoint.
+COPY_ATTEMPTS = 3
 PANE_TIMINGS = ("EARLY", "ON_TIME", "LATE")
 
 
@@ -80,6 +83,21 @@ class Snapshot:
         return max((w.end for w in self.windows), default=None)
 
 
+def signature(path: str | Path) -> tuple | None:
+    """What changes whenever the warehouse is written (its file's and log's size and time);
+    None when it does not exist."""
+    stats = []
+    for name in (str(path), f"{path}.wal"):
+        try:
+            found = os.stat(name)
+        except FileNotFoundError:
+            if name == str(path):
+                return None
+            continue
+        stats.append((found.st_size, found.st_mtime_ns))
+    return tuple(stats)
+
+
 def look(path: str | Path, tables: Tables = Tables(), windows_shown: int = WINDOWS_SHOWN,
          ) -> Snapshot:
     """Read a :class:`Snapshot` of ``path``; an empty one (with a note) before the pipeline
@@ -92,7 +110,8 @@ def look(path: str | Path, tables: Tables = Tables(), windows_shown: int = WINDO
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone='UTC'")
-        run_id, have = copy_latest_run(con, str(path), tables)
+        with tempfile.TemporaryDirectory(prefix="txpipe-dashboard-") as aside:
+            run_id, have = copy_latest_run(con, Path(path), Path(aside), tables)
         if run_id is None:
             return Snapshot(now, note="no rows yet")
         return _look(con, tables, run_id, have, windows_shown, now)
@@ -102,22 +121,34 @@ def look(path: str | Path, tables: Tables = Tables(), windows_shown: int = WINDO
         con.close()
 
 
-def copy_latest_run(con, path: str, tables: Tables,
-                    wait_seconds: float = LOCK_WAIT_SECONDS) -> tuple[str | None, set[str]]:
-    """Copy the latest run's rows of ``path`` into the in-memory ``con``, holding the file
-    (read-only) only for the copy. Returns the run and the tables copied."""
+def copy_latest_run(con, path: Path, aside: Path, tables: Tables,
+                    attempts: int = COPY_ATTEMPTS) -> tuple[str | None, set[str]]:
+    """Copy the latest run's rows of ``path`` into the in-memory ``con``: from a copy of the
+    file's bytes (and its write-ahead log) made in ``aside`` without taking DuckDB's lock. A
+    copy torn by a checkpoint fails DuckDB's block checksums, and is made again. Returns the
+    run and the tables copied."""
     import duckdb
 
-    quoted = path.replace("'", "''")
-    deadline = time.monotonic() + wait_seconds
-    while True:
+    for attempt in range(attempts):
+        snapshot = aside / f"snapshot-{attempt}.duckdb"
+        shutil.copyfile(path, snapshot)
+        wal = Path(f"{path}.wal")
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copyfile(wal, f"{snapshot}.wal")
+        quoted = str(snapshot).replace("'", "''")
         try:
             con.execute(f"ATTACH '{quoted}' AS warehouse (READ_ONLY)")
-            break
-        except duckdb.IOException as exc:  # the writer holds the file: it lets go per batch
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+            return _copy_rows(con, tables)
+        except duckdb.Error:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("DETACH DATABASE IF EXISTS warehouse")
+            if attempt == attempts - 1:
                 raise
-            time.sleep(0.01)
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def _copy_rows(con, tables: Tables) -> tuple[str | None, set[str]]:
     try:
         have = {r[0] for r in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'warehouse'"
@@ -126,7 +157,7 @@ def copy_latest_run(con, path: str, tables: Tables,
         if run_id is not None:
             for name in have:
                 columns = "reason, run_id, seen_at" if name == tables.dead_letters else "*"
-                con.execute(f'CREATE TABLE "{name}" AS SELECT {columns} FROM '
+                con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT {columns} FROM '
                             f'warehouse."{name}" WHERE run_id = ?', [run_id])
         return run_id, have
     finally:
