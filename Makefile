@@ -42,7 +42,7 @@ browser:
 # it unless it needs more). `make test` remains the whole suite, with the notebooks.
 QUICK := not emulator and not subprocess and not slow
 check: $(STAMP) lint
-	$(PY) -m pytest -q -m "$(QUICK)" tests
+	$(PY) -m pytest -q $(XDIST) -m "$(QUICK)" tests
 
 # Dataflow (docs/dataflow.md). export-job needs no cloud account: it writes the streaming job
 # that `run --runner DataflowRunner` would submit to ./job. flex-template / flex-run build and
