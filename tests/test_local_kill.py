@@ -103,6 +103,7 @@ def _wait_for_rows(warehouse: str, table: str, timeout: float) -> list[dict]:
     raise AssertionError("the first run wrote no window in time")
 
 
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 def test_kill_9_and_restart_lose_nothing_and_double_nothing(pubsub_emulator, tmp_path):
     settings = unique_settings(window_size_seconds=WINDOW)

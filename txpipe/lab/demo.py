@@ -64,8 +64,9 @@ class DemoConfig:
     late_rate: float = 0.01
     jitter_seconds: float = 2.0
     local_dir: Path = Path(".local")
-    #: The local read's estimation band (the watermark trails the clock by it once caught up).
-    band_seconds: float = 10.0
+    #: The local read's estimation band (the watermark trails the clock by it once caught up);
+    #: None: LOCAL_ESTIMATION_BAND_SECONDS or the read's default.
+    band_seconds: float | None = None
     anomalies: tuple[str, ...] = ()  # simulator scenarios to inject (DEMO_ANOMALIES)
 
     def simulation(self, settings):
@@ -351,6 +352,7 @@ class RunResult:
     arrivals: list[float] = field(default_factory=list)
     caught_up_after: float | None = None  # s from the end of publishing to an empty pull
     cancelled: str | None = None  # what a second Ctrl+C left unwritten
+    read: dict[str, Any] = field(default_factory=dict)  # the local read's own counts
 
 
 def _streaming_options():
@@ -415,7 +417,7 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
 
     from simulator import publish
     from txpipe.lab import live
-    from txpipe.lab.direct_pubsub import LocalStreaming, expiry
+    from txpipe.lab.direct_pubsub import LocalStreaming, band_seconds, expiry
     from txpipe.lab.local import PubSubEmulator  # noqa: F401 - keeps the import error early
     from txpipe.pipeline import build_pipeline
     from txpipe.resources import delete_pubsub, ensure_pubsub
@@ -436,7 +438,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     sink = DuckDBSink(warehouse, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
     build_pipeline(pipeline, settings, source, sink,
                    dedupe=LocalStreaming().dedupe(settings.dedupe_horizon_seconds))
-    handle = live.start(pipeline, spec, band_seconds=cfg.band_seconds, keep_late=True,
+    band = cfg.band_seconds if cfg.band_seconds is not None else band_seconds()
+    handle = live.start(pipeline, spec, band_seconds=band, keep_late=True,
                         restart_hold=False)  # its own subscription
     from txpipe.lab.dashboard import beside  # the live page and the read's progress
     page = beside(warehouse, handle, lambda: expect.published.messages, say)
@@ -489,7 +492,7 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
                 # Windows that ended while publishing fire by the watermark, which trails the
                 # clock by the band once caught up; then the drain fires the last, open ones.
                 handle.settle(time.time_ns() // 1000 - round(caught_up_after * 1_000_000),
-                              cfg.band_seconds + 5, cancel_asked)
+                              band + 5, cancel_asked)
                 say("draining: every open window fires and is written")
                 arrivals.drain_started = time.time()
                 left = handle.drain_and_wait(cancel_asked)
@@ -509,7 +512,14 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     conservation = reconcile(expect, rows, dead, _accumulating(settings), dropped)
     return RunResult(conservation, "live", stats.summary(), time.monotonic() - started,
                      expect.published.build(sim), expect.kept(dropped).build(sim), stats,
-                     arrivals.latencies(), caught_up_after, cancelled)
+                     arrivals.latencies(), caught_up_after, cancelled, _read_counts(handle))
+
+
+def _read_counts(handle) -> dict[str, Any]:
+    """The read's counters, and the seconds from a window falling due to its acknowledgement."""
+    delays = handle.session.ack_delays()
+    return handle.source_counters() | {"acked": handle.progress()["acked"],
+                                       "ack_delay_max": max(delays, default=0.0)}
 
 
 def _accumulating(settings) -> bool:
@@ -667,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from txpipe.config import ConfigError
     from txpipe.lab import local
+    from txpipe.lab.direct_pubsub import BandError, band_seconds
 
     try:
         seconds = _env_number("DEMO_SECONDS", DEFAULT_SECONDS) if args.seconds is None else args.seconds
@@ -675,7 +686,8 @@ def main(argv: list[str] | None = None) -> int:
             raise DemoError("--seconds and --rate must be > 0")
         run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         settings = demo_settings(run_id)
-    except (DemoError, ConfigError) as exc:
+        band_seconds()  # LOCAL_ESTIMATION_BAND_SECONDS, checked before anything starts
+    except (DemoError, ConfigError, BandError) as exc:
         print(f"txpipe demo: {exc}", file=sys.stderr)
         return 2
 
@@ -733,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.caught_up_after is not None:
         print(f"BACKLOG caught up {outcome.caught_up_after:.1f} s after publishing ended "
               f"({outcome.publish_stats.published:,} messages published)")
+    if outcome.read:
+        print("READ " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in outcome.read.items()))
     figures = latency(outcome.arrivals)
     if figures:
         print(f"LATENCY window end -> warehouse p50={figures[0]:.1f}s p95={figures[1]:.1f}s "

@@ -9,9 +9,20 @@ for the pipelines :class:`LocalStreaming` runs; nothing changes on any other run
 pipeline graph is the runtime's.
 
 **Pulls.** Up to ``bundle_size`` messages per bundle (several pulls of up to ``max_messages``),
-asking the server to answer at once when nothing is waiting. Like Beam's, the read acknowledges
-what it pulled before emitting it: what was pulled is in the pipeline, and a drain writes it.
-An unreachable or vanished subscription (an emulator restarting) is waited for, logged once.
+asking the server to answer at once when nothing is waiting. An unreachable or vanished
+subscription (an emulator restarting) is waited for, logged once.
+
+**Acknowledging after commit** (when the pipeline writes to DuckDB and its windows are known,
+not sessions): a message is held, its lease renewed, until the pipeline's watermark has passed
+the end of its last window and nothing is in flight — no bundle pending at any step but the
+read, no row the sink was handed and has not committed (``txpipe.sinks.duckdb.uncommitted``).
+Then every pane holding it was written: on time if it was read before its window fired, late
+(fired at once by the late trigger) otherwise. When a window is due but the pipeline is busy,
+and stays so for ACK_BARRIER_SECONDS, the read pauses pulling for a moment to let it quiet. Past
+``max_held`` held messages it stops pulling. A restarted run holds its watermark for the
+subscription's ack deadline and one empty pull after it, so a killed run's redeliveries are
+windowed as on time. Otherwise (sessions, other sinks) it acknowledges on pull, as Beam's does.
+docs/local-streaming.md says what a kill -9 can then lose or count twice.
 
 **Watermark** (:class:`SourceWatermark`): as Dataflow estimates it for Pub/Sub, from the data.
 After each pull the watermark moves to the oldest event time (``event_ts`` attribute) among the
@@ -67,7 +78,31 @@ IDLE_SECONDS = 0.1
 PULL_TIMEOUT_SECONDS = 30.0
 #: How far behind the wall clock the watermark stays once the read has caught up: Dataflow's
 #: Pub/Sub estimation band (events reordered by up to that much before publishing are not late).
+#: The latency floor of every window; ``LOCAL_ESTIMATION_BAND_SECONDS`` sets it
+#: (docs/local-streaming.md: what each value costs in late data).
 ESTIMATION_BAND_SECONDS = 10.0
+BAND_VARIABLE = "LOCAL_ESTIMATION_BAND_SECONDS"
+
+
+class BandError(ValueError):
+    """An estimation band that is not a number of seconds >= 0; one line for the user."""
+
+
+def band_seconds() -> float:
+    """The local read's estimation band: ``LOCAL_ESTIMATION_BAND_SECONDS`` or the default. A
+    local setting only (Dataflow estimates its own watermark): not a Flex Template parameter."""
+    import os
+
+    text = os.environ.get(BAND_VARIABLE, "").strip()
+    if not text:
+        return ESTIMATION_BAND_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise BandError(f"{BAND_VARIABLE} must be a number of seconds in [0, 3600] (got {text!r})")
+    return value
 
 #: Most messages the read holds unacknowledged (pulled, not yet written); past it, it stops
 #: pulling until writes let it acknowledge some. 250,000 is 80 s of traffic at 3,000 tx/s,
@@ -75,8 +110,15 @@ ESTIMATION_BAND_SECONDS = 10.0
 MAX_HELD = 250_000
 #: Ids per acknowledge / modify-deadline request (Pub/Sub caps a request's size).
 ACK_CHUNK = 2_500
-#: How long the read skips pulling so that what it wrote can be acknowledged (module doc).
+#: How long a window's messages may wait for a quiet moment before the read pauses pulling
+#: (for at most ACK_PAUSE_SECONDS) to make one (module doc).
 ACK_BARRIER_SECONDS = 5.0
+ACK_PAUSE_SECONDS = 1.0
+#: How long a drain keeps the read scheduled, to acknowledge what gets written.
+DRAIN_ACK_SECONDS = 60.0
+#: The read's watermark while it drains: past every window's end, the global window's too,
+#: but not the end of time, which would tell the runner the read is done.
+DRAINING = Timestamp(micros=MAX_TIMESTAMP.micros - 1)
 
 log = logging.getLogger("txpipe.lab.direct_pubsub")
 
@@ -160,6 +202,7 @@ class ReadState:
     #: after that found the subscription empty (time.monotonic(); None: not holding).
     hold_until: float | None = None
     due_since: float | None = None  # when a held key first fell behind the watermark
+    drain_started: float = 0.0  # time.monotonic()
     ack_delays: list[float] = field(default_factory=list)  # due -> acknowledged, seconds
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -294,6 +337,9 @@ class ReadSession:
         """Messages pulled with event times from ``micros`` on (µs)."""
         return sum(r.pulled_since(micros) for r in self.reads.values())
 
+    def acked(self) -> int:
+        return sum(r.acked for r in self.reads.values())
+
     def held(self) -> int:
         """Messages pulled and not acknowledged: not yet written."""
         return sum(r.held_count for r in self.reads.values())
@@ -334,14 +380,16 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
             barrier = self._acknowledge_written(state)
             self._renew_leases(state)
         if self.session.draining.is_set():
-            # Stop pulling; everything pulled was emitted in earlier bundles. Its watermark at
-            # the end of time: every window fires. Acknowledging after commit, the read stays
-            # scheduled (renewing leases, acknowledging) until all it holds is written.
+            # Stop pulling; everything pulled was emitted in earlier bundles. Its watermark just
+            # short of the end of time (past every window's end, the global one's included):
+            # every window fires, and the read stays scheduled — renewing leases,
+            # acknowledging — until every other step has finished; then the end of time.
             state.stopped = True
-            if not tracked or not state.held_count:
+            state.drain_started = state.drain_started or time.monotonic()
+            if self._drained(state):
                 return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
             time.sleep(self.session.idle_seconds)
-            return TransformResult(self, [], [self._again()], None, {None: MAX_TIMESTAMP})
+            return TransformResult(self, [], [self._again()], None, {None: DRAINING})
         if tracked and (barrier or state.held_count >= self.session.max_held):
             if state.held_count >= self.session.max_held:
                 _warn_once(f"{self._sub_name}/held",
@@ -408,9 +456,39 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
         busy = any(tw._pending or tw._fired_timers for t, tw in steps if t is not me)
         return lowest, not busy and self.session.uncommitted() == 0
 
+    def _drained(self, state: ReadState) -> bool:
+        """Whether a drain is over for this read: every other step's watermark at the end of
+        time and nothing held (or DRAIN_ACK_SECONDS passed; what is still held is then
+        acknowledged once the pipeline ends).
+
+        Early panes can leave a window's GroupByKey holding its output watermark with its
+        input at the end of time and no timer left (Beam's DirectRunner, 2.77): the runner's
+        stall check then fails the drain. When nothing is in flight and the DuckDB sink has
+        committed every row, such a hold guards no data (every event-time timer has fired),
+        and it is released here."""
+        manager = self._evaluation_context._watermark_manager
+        me = self._applied_ptransform
+        others = [tw for t, tw in list(manager._transform_to_watermarks.items()) if t is not me]
+        if all(tw.output_watermark >= DRAINING for tw in others) and not state.held_count:
+            return True
+        if time.monotonic() - state.drain_started > DRAIN_ACK_SECONDS:
+            return True
+        if (self.session.uncommitted is None or self.session.uncommitted()
+                or any(tw._pending or tw._fired_timers for tw in others)):
+            return False
+        for tw in others:
+            if (tw.input_watermark >= DRAINING > tw.output_watermark
+                    and tw._keyed_earliest_holds):
+                _warn_once(f"{self._sub_name}/stuck", "drain: releasing a watermark hold "
+                           "left with no timer (early panes on the DirectRunner)")
+                with tw._lock:
+                    tw._keyed_earliest_holds.clear()
+        return False
+
     def _acknowledge_written(self, state: ReadState) -> bool:
-        """Acknowledge what the sink has written; True when something is due but the pipeline
-        is not settled yet (the read then skips a pull, for at most ACK_BARRIER_SECONDS)."""
+        """Acknowledge what the sink has written; True when something has been due for
+        ACK_BARRIER_SECONDS and the pipeline is still busy: the read then skips pulls for up to
+        ACK_PAUSE_SECONDS so that it quiets down, and pulls on if it does not."""
         if not state.held:
             return False
         watermark, settled = self._settled()
@@ -420,8 +498,11 @@ class LocalPubSubReadEvaluator(_PubSubReadEvaluator):
         now = time.monotonic()
         if state.due_since is None:
             state.due_since = now
-        if not settled:
-            return now - state.due_since < ACK_BARRIER_SECONDS
+        if not settled:  # quiet once caught up; if not, pause pulling a moment to let it be
+            waited = now - state.due_since
+            if waited >= ACK_BARRIER_SECONDS + ACK_PAUSE_SECONDS:
+                state.due_since = now  # still busy: pull on (the held bound stops it at last)
+            return waited >= ACK_BARRIER_SECONDS
         with state.lock:
             ids = state.release(watermark)
         _acknowledge(state, ids)
@@ -567,7 +648,7 @@ class LocalStreaming:
     every streaming run on the DirectRunner (a bounded source simply ends)."""
 
     def __init__(self, bundle_size: int = BUNDLE_SIZE, idle_seconds: float = IDLE_SECONDS,
-                 band_seconds: float = ESTIMATION_BAND_SECONDS, keep_late: bool = False):
+                 band_seconds: float | None = None, keep_late: bool = False):
         self.bundle_size = bundle_size
         self.idle_seconds = idle_seconds
         self.band_seconds = band_seconds
@@ -583,7 +664,8 @@ class LocalStreaming:
         which imports this module); returns its LiveRun at once."""
         from txpipe.lab import live
 
-        return live.start(pipeline, windows, self.band_seconds, self.keep_late,
+        band = self.band_seconds if self.band_seconds is not None else band_seconds()
+        return live.start(pipeline, windows, band, self.keep_late,
                           bundle_size=self.bundle_size, idle_seconds=self.idle_seconds)
 
 
@@ -622,6 +704,14 @@ PRIVATE_ATTRIBUTES: tuple[tuple[str, str, str], ...] = (
      "the running pipeline's watermark manager is reached through it"),
     ("apache_beam.runners.direct.evaluation_context.EvaluationContext", "_watermark_manager",
      "the steps' watermarks"),
+    ("apache_beam.runners.direct.watermark_manager._TransformWatermarks", "_pending",
+     "bundles not yet processed by a step: nothing in flight before acknowledging"),
+    ("apache_beam.runners.direct.watermark_manager._TransformWatermarks", "_fired_timers",
+     "timers fired and not yet processed"),
+    ("apache_beam.runners.direct.watermark_manager._TransformWatermarks",
+     "_keyed_earliest_holds", "a drain releases a hold early panes leave behind"),
+    ("apache_beam.runners.direct.watermark_manager._TransformWatermarks", "_lock",
+     "guards the holds while they are released"),
 )
 
 

@@ -183,7 +183,7 @@ class LiveRun:
         since = time.monotonic() if since is None else since
         deadline = None if timeout is None else time.monotonic() + timeout
         session = self.session
-        progress = (session.pulled, time.monotonic())
+        progress = (session.pulled + session.acked(), time.monotonic())
         next_report = time.monotonic() + 10
         while not session.caught_up_since(since):
             if cancelled():
@@ -194,8 +194,9 @@ class LiveRun:
             now = time.monotonic()
             if deadline is not None and now > deadline:
                 return "timeout"
-            if session.pulled != progress[0]:
-                progress = (session.pulled, now)
+            moved = session.pulled + session.acked()  # a pause to acknowledge is progress
+            if moved != progress[0]:
+                progress = (moved, now)
             elif now - progress[1] > stall_seconds:
                 return "stalled"
             if report is not None and now >= next_report:
