@@ -117,7 +117,6 @@ def keep(out: Outputs, key: str):
     return out.keep(key, timestamp=True)
 
 
-@pytest.mark.slow  # thirty streaming pipelines
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(steps=st.lists(step, min_size=1, max_size=14), spec=specs)
