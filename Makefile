@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m txpipe demo
 
-# Two workers (each with its own emulators; a module stays on one worker, so its module-scoped
-# fixtures run once): the emulator and process tests spend much of their time waiting.
+# Two workers (each with its own emulators; a module or a notebook stays on one worker, so
+# module-scoped fixtures run once and a notebook's cells share one kernel).
 PYTEST_WORKERS ?= 2
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile
 test: $(STAMP) lint browser
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile tests
-	$(PY) -m pytest --nbval notebooks --nbval-current-env --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+	$(PY) -m pytest $(XDIST) tests
+	$(PY) -m pytest $(XDIST) --nbval notebooks --nbval-current-env --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -41,7 +42,7 @@ browser:
 # it unless it needs more). `make test` remains the whole suite, with the notebooks.
 QUICK := not emulator and not subprocess and not slow
 check: $(STAMP) lint
-	$(PY) -m pytest -q -m "$(QUICK)" tests
+	$(PY) -m pytest -q $(XDIST) -m "$(QUICK)" tests
 
 # Dataflow (docs/dataflow.md). export-job needs no cloud account: it writes the streaming job
 # that `run --runner DataflowRunner` would submit to ./job. flex-template / flex-run build and

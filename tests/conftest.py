@@ -29,6 +29,10 @@ from txpipe.config import Settings, load_settings
 from txpipe.lab.local import BigQueryEmulator, PubSubEmulator
 
 PROJECT = "txpipe-test"
+
+# The demo's live page is a process of its own and a browser's worth of CPU: the tests that run
+# the demo check its books, not its page; the browser test (which clears DEMO_*) turns it on.
+os.environ.setdefault("DEMO_DASHBOARD", "0")
 BIGQUERY_FIXTURES = {"bigquery_emulator_process"}
 EMULATOR_FIXTURES = {"pubsub_emulator_process", *BIGQUERY_FIXTURES}
 

@@ -189,6 +189,23 @@ def test_a_rerun_stores_each_anomaly_once(tmp_path):
                       for m, s in (("total_amount_sum", 7.5), ("total_transactions", 40.0))]
 
 
+def test_the_demo_reads_its_alerts_from_the_anomaly_table_it_writes(tmp_path):
+    """BIGQUERY_ANOMALY_TABLE_ID names the warehouse's anomaly table for the sink the demo and
+    ``run`` build (it once wrote the default table and read the configured one)."""
+    from txpipe.config import load_settings
+    from txpipe.lab.demo import read_anomalies
+    from txpipe.sinks import DuckDBSink
+
+    path = str(tmp_path / "w.duckdb")
+    settings = load_settings(bigquery_anomaly_table_id="demo_anomalies")
+    rows = [_anomaly(2, "total_transactions", 40.0)]
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+        _ = p | beam.Create(rows) | DuckDBSink.for_settings(path, settings).anomalies(
+            RunIdentity("run-a"))
+    found = read_anomalies(path, settings)
+    assert [(r["metric"], r["score"]) for r in found] == [("total_transactions", 40.0)]
+
+
 def test_anomalies_reach_bigquery_with_the_schema_and_the_view(bigquery_emulator):
     from txpipe.lab.local_bigquery import emulator_clients
     from txpipe.resources import bigquery_client, bigquery_steps, run_steps

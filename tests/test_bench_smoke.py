@@ -60,7 +60,6 @@ def test_the_plain_script_and_duckdb_count_what_txpipe_counts_on_a_clean_file(tm
 def test_the_element_wise_measurement_runs(tmp_path):
     result = elementwise.measure("dataflow", tmp_path, sizes=(300, 600))
     assert result["sizes"] == (300, 600) and min(result["cpu_s"]) > 0
-    assert result["usd_per_million"] > 0
 
 
 def test_the_price_is_dataflows_list_price_of_the_seed_worker():

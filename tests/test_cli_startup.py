@@ -12,6 +12,7 @@ import pytest
 
 from txpipe.config import Settings
 
+pytestmark = pytest.mark.subprocess  # start-up is measured in fresh interpreters
 VARIABLES = {name.upper() for name in Settings.model_fields}
 #: Runs a command's main in a fresh interpreter, then says whether Beam was imported.
 PROBE = ("import sys\n"

@@ -23,6 +23,7 @@ from txpipe.lab.dashboard import app, data
 from txpipe.lab.direct_pubsub import ReadSession
 from txpipe.schema import WINDOW_STATS
 
+pytestmark = pytest.mark.subprocess  # the warehouse is written by `python -m txpipe run`
 VARIABLES = {name.upper() for name in Settings.model_fields}
 
 

@@ -104,18 +104,20 @@ def test_what_run_says_after_dataflow_returns():
     # The Flex Template launcher asks for a template: no job exists yet.
     options = PipelineOptions(["--template_location", "gs://b/launch/job_object"])
     result = DataflowPipelineResult(None, DataflowRunner(), options)
-    assert dataflow.submission_line(result) == "wrote the Dataflow job to gs://b/launch/job_object"
+    assert dataflow.submission_line(result, options) == (
+        "wrote the Dataflow job to gs://b/launch/job_object")
     # A streaming job left running: where to follow it and how to stop it.
     options = PipelineOptions(["--project", "my-project-1", "--region", "europe-west1",
                                "--job_name", "txpipe"])
     job = api.Job(id="2026-11-27_01", current_state=api.JobState.JOB_STATE_RUNNING)
-    line = dataflow.submission_line(DataflowPipelineResult(job, DataflowRunner(), options))
+    line = dataflow.submission_line(DataflowPipelineResult(job, DataflowRunner(), options), options)
     assert line.startswith("submitted Dataflow job txpipe (2026-11-27_01)")
     assert "dataflow/jobs/europe-west1/2026-11-27_01?project=my-project-1" in line
     assert "gcloud dataflow jobs drain 2026-11-27_01 --region europe-west1" in line
     # A finished (batch) job: its counters say more.
     job = api.Job(id="2026-11-27_02", current_state=api.JobState.JOB_STATE_DONE)
-    assert dataflow.submission_line(DataflowPipelineResult(job, DataflowRunner(), options)) is None
+    result = DataflowPipelineResult(job, DataflowRunner(), options)
+    assert dataflow.submission_line(result, options) is None
 
 
 def test_dockerfile_runs_the_launcher_on_the_installed_package():

@@ -19,6 +19,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_stream import TestStream as Stream
 from apache_beam.transforms.window import TimestampCombiner
+from collect import Outputs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from recount import BASE
@@ -35,17 +36,10 @@ from txpipe.dedupe import DropDuplicates
 from txpipe.parse import VALID, ParseTransactions
 from txpipe.windowing import WindowSpec, WindowTransactions
 
+pytestmark = pytest.mark.slow  # a property over many TestStream runs
+
 T0 = BASE.timestamp()
 DIMENSION = "category"
-_OUT: dict[str, list] = {}
-
-
-def _keep(row, key):
-    _OUT.setdefault(key, []).append(row)  # module-level: pickled by reference
-
-
-def _keep_timed(row, key, timestamp=beam.DoFn.TimestampParam):
-    _OUT.setdefault(key, []).append({**row, "timestamp": timestamp.micros})
 
 
 class ReferenceAggregate(beam.PTransform):
@@ -113,36 +107,40 @@ def build_stream(steps) -> Stream:
     return stream.advance_watermark_to_infinity()
 
 
-def rows(key: str) -> list:
-    """Rows without processed_at (a wall clock), in a stable order."""
-    return sorted(tuple(sorted((k, str(v)) for k, v in row.items() if k != "processed_at"))
-                  for row in _OUT.get(key, []))
+def rows(out: Outputs, key: str) -> list:
+    """Rows without processed_at (a wall clock), with their timestamps, in a stable order."""
+    return sorted((tuple(sorted((k, str(v)) for k, v in row.items() if k != "processed_at")),
+                   timestamp.micros) for row, timestamp in out[key])
+
+
+def keep(out: Outputs, key: str):
+    return out.keep(key, timestamp=True)
 
 
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(steps=st.lists(step, min_size=1, max_size=14), spec=specs)
 def test_precombined_panes_equal_the_per_element_graph(steps, spec):
-    _OUT.clear()
+    out = Outputs()
     options = PipelineOptions([])
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as p:
         windowed = (p | build_stream(steps) | ParseTransactions())[VALID] | DropDuplicates(
             600) | WindowTransactions(spec)
-        windowed | "Precombined" >> AggregateWindows() | "K1" >> beam.Map(_keep_timed, "new")
-        windowed | "Reference" >> ReferenceAggregate() | "K2" >> beam.Map(_keep_timed, "old")
+        windowed | "Precombined" >> AggregateWindows() | "K1" >> keep(out, "new")
+        windowed | "Reference" >> ReferenceAggregate() | "K2" >> keep(out, "old")
         (windowed | "PrecombinedByDim" >> AggregateByDimension(DIMENSION)
-         | "K3" >> beam.Map(_keep_timed, "new_dim"))
+         | "K3" >> keep(out, "new_dim"))
         (windowed | "ReferenceByDim" >> ReferenceAggregate(DIMENSION)
-         | "K4" >> beam.Map(_keep_timed, "old_dim"))
-    assert rows("new") == rows("old")
-    assert rows("new_dim") == rows("old_dim")
+         | "K4" >> keep(out, "old_dim"))
+    assert rows(out, "new") == rows(out, "old")
+    assert rows(out, "new_dim") == rows(out, "old_dim")
 
 
 def test_the_property_sees_early_late_and_dropped_panes():
     """The generator reaches what the property is about: one hand-picked stream of its kind
     gives EARLY, ON_TIME and LATE panes, and drops data beyond the allowed lateness."""
-    _OUT.clear()
+    out = Outputs()
     steps = [("add", [(1, 2, 100, "food")]), ("clock", 5), ("add", [(2, 3, 200, "food")]),
              ("watermark", 12), ("add", [(3, 4, 300, "games"), (3, 4, 300, "games")]),
              ("watermark", 25), ("add", [(4, 5, 400, "food")])]
@@ -152,11 +150,11 @@ def test_the_property_sees_early_late_and_dropped_panes():
     with beam.Pipeline(options=options) as p:
         windowed = (p | build_stream(steps) | ParseTransactions())[VALID] | DropDuplicates(
             600) | WindowTransactions(spec)
-        windowed | AggregateWindows() | beam.Map(_keep, "new")
-    timings = [r["pane_timing"] for r in sorted(_OUT["new"], key=lambda r: r["pane_index"])]
+        windowed | AggregateWindows() | out.keep("new")
+    timings = [r["pane_timing"] for r in sorted(out["new"], key=lambda r: r["pane_index"])]
     assert timings == ["EARLY", "ON_TIME", "LATE"]
     # t4 at 0.5 s arrives when [0, 10) expired (watermark 37 > 10 + 8): in no pane
-    assert max(r["total_transactions"] for r in _OUT["new"]) == 3
+    assert max(r["total_transactions"] for r in out["new"]) == 3
 
 
 @pytest.mark.parametrize("combiner", [TimestampCombiner.OUTPUT_AT_EARLIEST,
@@ -164,7 +162,7 @@ def test_the_property_sees_early_late_and_dropped_panes():
 def test_other_timestamp_combiners_give_the_same_panes_at_the_same_times(combiner):
     """txpipe windows with the default combiner (the window's end); under another one the
     accumulators carry their transactions' combined timestamp, so panes keep their times."""
-    _OUT.clear()
+    out = Outputs()
     steps = [("add", [(1, 2, 100, "food"), (2, 7, 200, "food"), (3, 164, 300, "games")]),
              ("clock", 5), ("add", [(4, 31, 400, "food")]), ("watermark", 12),
              ("add", [(5, 45, 500, "games"), (6, 12, 600, "games")]), ("watermark", 40)]
@@ -176,7 +174,7 @@ def test_other_timestamp_combiners_give_the_same_panes_at_the_same_times(combine
             600) | beam.WindowInto(spec.window_fn(), trigger=spec.trigger(),
                                    accumulation_mode=spec.accumulation_mode(),
                                    allowed_lateness=20, timestamp_combiner=combiner)
-        windowed | "Precombined" >> AggregateWindows() | "K1" >> beam.Map(_keep_timed, "new")
-        windowed | "Reference" >> ReferenceAggregate() | "K2" >> beam.Map(_keep_timed, "old")
-    assert len(_OUT["new"]) >= 4
-    assert rows("new") == rows("old")
+        windowed | "Precombined" >> AggregateWindows() | "K1" >> keep(out, "new")
+        windowed | "Reference" >> ReferenceAggregate() | "K2" >> keep(out, "old")
+    assert len(out["new"]) >= 4
+    assert rows(out, "new") == rows(out, "old")

@@ -98,19 +98,13 @@ def test_the_window_assigner_asks_the_window_fn():
 
 
 
-_SEEN: dict[str, list] = {}
-
-
-def _collect(element, key, timestamp=beam.DoFn.TimestampParam):
-    _SEEN.setdefault(key, []).append((element, timestamp.micros))  # module-level: by reference
-
-
 def test_a_bounded_batch_replay_dedupes_by_a_shuffle_at_event_times(monkeypatch):
     """ShuffleDeduplicated: every id once, back at its event time, whichever list or bucket
     its copies travelled in; with it the element-wise route gives the batched route's rows."""
     from datetime import timedelta
     from decimal import Decimal
 
+    from collect import Outputs
     from recount import BASE
 
     from txpipe import dedupe, metrics
@@ -126,17 +120,17 @@ def test_a_bounded_batch_replay_dedupes_by_a_shuffle_at_event_times(monkeypatch)
     messages = [encode_message(tid, amount, moment)[0] for tid, (amount, moment) in truth.items()]
     messages += rng.sample(messages, 60)  # re-sends, byte for byte
     rng.shuffle(messages)
-    _SEEN.clear()
+    out = Outputs()
     with beam.Pipeline() as p:
         unique = ((p | beam.Create(messages) | ParseTransactions())[VALID]
                   | dedupe.ShuffleDeduplicated(buckets=5))
-        unique | beam.Map(_collect, "unique")
-    ids = [tx.transaction_id for tx, _ in _SEEN["unique"]]
+        unique | out.keep("unique", timestamp=True)
+    ids = [tx.transaction_id for tx, _ in out["unique"]]
     assert sorted(ids) == sorted(truth)
-    for tx, micros in _SEEN["unique"]:
+    for tx, timestamp in out["unique"]:
         amount, moment = truth[tx.transaction_id]
         assert (tx.amount, tx.event_time) == (amount, moment)
-        assert micros == round(moment.timestamp() * 1000) * 1000
+        assert timestamp.micros == round(moment.timestamp() * 1000) * 1000
 
     spec = WindowSpec(size_seconds=60)
     source = MessagesSource(tuple(messages))
@@ -147,10 +141,10 @@ def test_a_bounded_batch_replay_dedupes_by_a_shuffle_at_event_times(monkeypatch)
         with beam.Pipeline() as p:
             stats = (p | source.transform() | TransactionStats(
                 spec, route=route, dedupe=dedupe.ShuffleDeduplicated(3)))
-            stats.windows | beam.Map(_collect, route.value)
+            stats.windows | out.keep(route.value)
         result = p.result
         assert metrics.read_counters(result)[metrics.DUPLICATES_DROPPED] == 60
     rows = {route: sorted(sorted((k, str(v)) for k, v in row.items() if k != "processed_at")
-                          for row, _ in _SEEN[route.value]) for route in Route}
+                          for row in out[route.value]) for route in Route}
     assert len(rows[Route.ELEMENTWISE]) == 60
     assert rows[Route.ELEMENTWISE] == rows[Route.BATCHED]

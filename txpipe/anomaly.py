@@ -29,7 +29,7 @@ Choices, and why:
   mean + 6 sigma). Beam's defaults (Tukey's 1.5 IQRs ≈ 2.7 sigma, 3 sigma) suit one look at one
   series; here every window scores two metrics of up to a dozen series, and window sums of
   long-tailed amounts are not normal: per category, at 3 IQRs about one finding in five was
-  false, at 4 about one in nine (4 h at 20 tx/s, seed 7; README, "Anomaly detection").
+  false, at 4 about one in nine (4 h at 20 tx/s, seed 7; docs/anomalies.md).
 - **History and warm-up.** Each series' tracker keeps its last ``history`` points (120 windows
   = one hour of 30 s windows: enough for stable quartiles, short enough to follow a daily
   rhythm). Beam's trackers answer from the first point they hold — quartiles of two numbers —

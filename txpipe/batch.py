@@ -6,11 +6,9 @@ window fires once, ON_TIME, when the input ends. So this route moves transaction
 through Beam's own batch mechanisms, and shares every stage's logic with the element-wise
 route:
 
-- **Parse** is a batched DoFn: Beam hands it messages in batches (the file source yields
-  them as batches already). Each message goes through the one parse function
-  (:func:`txpipe.contract.parse_message`); dead letters are the element-wise route's, one by
-  one (:func:`txpipe.parse.dead_letter`); valid transactions leave as column chunks, keyed by
-  a hash bucket of their id.
+- **Parse** judges each message as the element-wise route does (:func:`txpipe.parse.checked`:
+  the same transactions, the same dead letters); valid transactions leave as column chunks,
+  keyed by a hash bucket of their id.
 - **Dedupe** is a GroupByKey of the buckets: every copy of an id meets in its bucket, and the
   first delivery is kept. The number of buckets grows with the input (:func:`buckets_for`), so
   a Dataflow backfill spreads over workers instead of piling onto a fixed few.
@@ -53,8 +51,8 @@ from txpipe.aggregate import (
     TransactionStatsFn,
     window_row,
 )
-from txpipe.contract import EPOCH, ContractError, Reason, from_micros, parse_message
-from txpipe.parse import DEAD_LETTERS, dead_letter, stamped
+from txpipe.contract import EPOCH, from_micros
+from txpipe.parse import DEAD_LETTERS, checked
 from txpipe.windowing import WindowSpec
 
 #: Valid transactions per chunk: big enough that per-chunk costs vanish, small enough to keep
@@ -151,15 +149,10 @@ class ParseBatchFn(beam.DoFn):
         self._dead: Counter = Counter()
 
     def process(self, raw) -> Iterator[Any]:
-        if not isinstance(raw, (bytes, str)):
-            raw = getattr(raw, "data", raw)  # a PubsubMessage with attributes
-        try:
-            tx = parse_message(raw)
-        except Exception as exc:  # a bug must not lose the message either
-            reason, text = ((exc.reason, str(exc)) if isinstance(exc, ContractError) else
-                            (Reason.MALFORMED_JSON, f"unparseable: {type(exc).__name__}: {exc}"))
+        tx, reason, dead = checked(raw)
+        if tx is None:
             self._dead[reason] += 1
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, stamped(dead_letter(reason, text, raw)))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
             return
         tx_id = tx.transaction_id
         # crc32, not hash(): str hashes differ between worker processes

@@ -233,8 +233,7 @@ def _sink(args: argparse.Namespace, settings: Settings, streaming: bool) -> Sink
         _writable_prefix(path, "--output")
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise UsageError(f"--output {path!r} is not writable")
-        return DuckDBSink(path, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id,
-                          settings.bigquery_anomaly_table_id)
+        return DuckDBSink.for_settings(path, settings)
     if args.output or args.dead_letter_output:
         raise UsageError("--sink bigquery takes its tables from BIGQUERY_DATASET_ID / "
                          "BIGQUERY_TABLE_ID (or --bigquery-dataset / --bigquery-table), "
@@ -331,8 +330,9 @@ class RunOutcome:
     source: dict[str, int] = field(default_factory=dict)  # the local read's own counts
 
 
-def execute(run: RunPlan) -> RunOutcome:
-    """Build and run the pipeline until it finishes, is drained or cancelled (Ctrl+C, SIGTERM)."""
+def execute(run: RunPlan, options: Any = None) -> RunOutcome:
+    """Build and run the pipeline until it finishes, is drained or cancelled (Ctrl+C, SIGTERM);
+    ``options``: its Beam options (default: txpipe.runners.pipeline_options)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
@@ -341,7 +341,7 @@ def execute(run: RunPlan) -> RunOutcome:
     from txpipe.sinks import BigQuerySink
     from txpipe.windowing import WindowSpec
 
-    options = runners.pipeline_options(run)
+    options = options or runners.pipeline_options(run)
     runner = options.view_as(StandardOptions).runner
     adapter = runners.local_streaming(runner) if run.streaming else None
     with runners.outside_ipython():
@@ -415,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     from txpipe.windowing import WindowSpec
 
     check_submission(pipeline_options(run))
-    check_sink(run)
+    check_sink(run)  # may add a local --temp_location to run.beam_args
+    options = pipeline_options(run)
     logs.configure(run.settings.log_level.value)
     log.info("starting: %s from %s into %s; %s route (%s); run id %s",
              WindowSpec.from_settings(run.settings).describe(), type(run.source).__name__,
@@ -425,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
         log.info("anomaly detection: %s", AnomalySpec.from_settings(run.settings).describe())
     try:
-        outcome = execute(run)
+        outcome = execute(run, options)
     except KeyboardInterrupt:  # before the pipeline started
         print("txpipe run: interrupted before the pipeline started", file=sys.stderr)
         return 130
@@ -436,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     result = outcome.result
-    line = submission_line(result) if result is not None else None
+    line = submission_line(result, options) if result is not None else None
     if line:
         print(line)
         return 0

@@ -107,14 +107,15 @@ def check_submission(options: PipelineOptions) -> None:
                          "or --sdk_container_image IMAGE")
 
 
-def submission_line(result: PipelineResult) -> str | None:
-    """What to say after a Dataflow run returned; None when its counters say it better."""
+def submission_line(result: PipelineResult, options: PipelineOptions) -> str | None:
+    """What to say after a Dataflow run with ``options`` returned; None when its counters say
+    it better."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
     from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
 
-    if not isinstance(result, DataflowPipelineResult) or result._options is None:
+    if not isinstance(result, DataflowPipelineResult):
         return None
-    gcp = result._options.view_as(GoogleCloudOptions)
+    gcp = options.view_as(GoogleCloudOptions)
     if not result.has_job:  # a template (the Flex Template launcher asks for one): no job yet
         return f"wrote the Dataflow job to {gcp.template_location}"
     if result.is_in_terminal_state():

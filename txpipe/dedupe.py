@@ -1,15 +1,16 @@
-"""Drop redelivered transactions: Pub/Sub delivers at least once, and a sum must count once.
+"""Drop repeated transactions: a publisher re-sends a message it is unsure was delivered (a new
+Pub/Sub message with the same transaction_id), Pub/Sub may redeliver, and a sum must count once.
 
 Three ways, one result — the first delivery of each transaction_id within the horizon — and
 the same counters (``transactions_unique``; ``duplicates_dropped`` is valid − unique):
 
 - :class:`DropDuplicates`: Beam's own ``DeduplicatePerKey`` keyed by the id, with a
-  processing-time horizon (redelivery is a processing-time event: an ack deadline that ran out),
+  processing-time horizon (a re-send or redelivery comes soon after the first, in processing time),
   so its timers never hold back the event-time watermark. Works on every runner.
 - :class:`SourceDeduplicated`: when the source itself drops repeated ids for at least the
   horizon — Dataflow's Pub/Sub read with ``id_label`` does for 10 minutes — the step only
   counts. Keyed state per id would repeat that work, and costs most of the element-wise plan's
-  CPU on the SDK harness Dataflow's workers run (README "Performance").
+  CPU on the SDK harness Dataflow's workers run (benchmarks/README.md).
 - :class:`ShuffleDeduplicated`: bounded input in a batch pipeline: a GroupByKey of id buckets
   (as the batched route's, txpipe.batch) meets every copy of an id, with no state per id.
 

@@ -11,7 +11,15 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from txpipe import metrics
-from txpipe.contract import UTC, ContractError, Reason, decode_payload, parse_message, to_micros
+from txpipe.contract import (
+    UTC,
+    ContractError,
+    Reason,
+    Transaction,
+    decode_payload,
+    parse_message,
+    to_micros,
+)
 
 VALID = "valid"
 DEAD_LETTERS = "dead_letters"
@@ -33,6 +41,21 @@ def stamped(row: dict) -> TimestampedValue:
     return TimestampedValue(row, Timestamp(micros=to_micros(row["seen_at"])))
 
 
+def checked(raw) -> tuple[Transaction | None, Reason | None, TimestampedValue | None]:
+    """One message -> ``(transaction, None, None)``, or ``(None, reason, dead letter)``: the
+    one place a message is judged, for both routes — a bug included, nothing is lost."""
+    if not isinstance(raw, (bytes, str)):
+        # A PubsubMessage when the source keeps attributes: the payload is what we validate.
+        raw = getattr(raw, "data", raw)
+    try:
+        return parse_message(raw), None, None
+    except ContractError as exc:
+        reason, text = exc.reason, str(exc)
+    except Exception as exc:  # a bug here must not lose the message either
+        reason, text = Reason.MALFORMED_JSON, f"unparseable: {type(exc).__name__}: {exc}"
+    return None, reason, stamped(dead_letter(reason, text, raw))
+
+
 class ParseFn(beam.DoFn):
     """Counts are kept per bundle and flushed to Beam metrics once, off the per-element path."""
 
@@ -43,20 +66,10 @@ class ParseFn(beam.DoFn):
         self._counts: Counter = Counter()
 
     def process(self, raw):
-        if not isinstance(raw, (bytes, str)):
-            # A PubsubMessage when the source keeps attributes: the payload is what we validate.
-            raw = getattr(raw, "data", raw)
-        try:
-            tx = parse_message(raw)
-        except ContractError as exc:
-            self._counts[exc.reason] += 1
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTERS, stamped(dead_letter(exc.reason, str(exc), raw)))
-            return
-        except Exception as exc:  # a bug here must not lose the message either
-            self._counts[Reason.MALFORMED_JSON] += 1
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, stamped(
-                dead_letter(Reason.MALFORMED_JSON, f"unparseable: {type(exc).__name__}: {exc}", raw)))
+        tx, reason, dead = checked(raw)
+        if tx is None:
+            self._counts[reason] += 1
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
             return
         self._counts[VALID] += 1
         yield TimestampedValue(tx, Timestamp(micros=to_micros(tx.event_time)))

@@ -232,7 +232,7 @@ def bigquery_steps(settings, dimension_table: bool = False, create_dataset: bool
             client, f"{project}.{dataset_id}.{schema.totals_view}",
             schema.totals_sql(f"`{project}.{dataset_id}.{table_id}`"),
             "per window, every run's panes added up (each stored pane read once): see "
-            "docs/dataflow.md, Restarts.", timeout, retry)
+            "docs/delivery.md, Restarts.", timeout, retry)
 
     steps = [
         SetupStep("dataset", f"{project}:{dataset_id}", dataset),
@@ -331,7 +331,7 @@ def check_bigquery(settings, dimension_table: bool = False, anomaly_table: bool 
             raise ResourceError(
                 f"{step.kind} {step.name} does not fit txpipe's rows "
                 f"{outcome.removeprefix('exists ')}: created by an older txpipe or by hand? "
-                "See docs/dataflow.md (Restarts)")
+                "See docs/delivery.md (Restarts)")
 
 
 def _anomaly_steps(settings, client, table, timeout, retry) -> list[SetupStep]:

@@ -2,8 +2,9 @@
 
 Windows are assigned by the event time each transaction carries (set by the parser), never by
 arrival time. The trigger fires ON_TIME when the watermark passes the window end, optionally
-EARLY every few seconds of processing time before that, and LATE once per late element until
-the allowed lateness has passed; later data is dropped by the runner.
+EARLY every few seconds of processing time before that, and LATE whenever late elements have
+arrived (``AfterCount(1)``: late elements that arrive together share a pane) until the allowed
+lateness has passed; later data is dropped by the runner.
 """
 
 from __future__ import annotations

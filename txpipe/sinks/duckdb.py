@@ -124,6 +124,13 @@ class DuckDBSink:
     dead_letter_table: str = "dead_letters"
     anomaly_table: str = "anomalies"
 
+    @classmethod
+    def for_settings(cls, path: str, settings) -> DuckDBSink:
+        """The sink of ``path`` under the settings' table names (the BigQuery ones, as a
+        warehouse and BigQuery hold the same tables)."""
+        return cls(path, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id,
+                   settings.bigquery_anomaly_table_id)
+
     @property
     def dimension_table(self) -> str:
         return dimension_table_name(self.table)

@@ -13,7 +13,7 @@ retried bundle, a rerun — changes nothing:
   job's state and must keep its run id too (``--run-id``, see txpipe.cli).
 
 Every run's panes per window add up in the totals view (``window_totals``), exact as long as
-no two runs counted the same transaction (see docs/dataflow.md, Restarts).
+no two runs counted the same transaction (see docs/delivery.md, Restarts).
 
 **Anomalies** are keyed by ``anomaly_id`` = hash(run, window, series, metric, detector).
 

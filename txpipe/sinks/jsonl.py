@@ -4,7 +4,7 @@ The rows carry their run (txpipe.sinks.identity) and the files are named by it
 (``PREFIX-<run_id>-...``): a rerun of the same replay rewrites its own files with the same
 rows, a restarted stream writes files of its own beside the earlier run's. The totals across
 runs are the same query as the warehouses' ``window_totals`` view, over the files
-(docs/dataflow.md, Restarts).
+(docs/delivery.md, Restarts).
 """
 
 from __future__ import annotations

@@ -143,8 +143,11 @@ class Beside:
 
     def __init__(self, warehouse: str, recorder, say: Callable[[str], None] = print):
         self.recorder = recorder
-        wanted = int(os.environ.get("DEMO_DASHBOARD_PORT") or DEFAULT_PORT)
-        port = wanted if _free(wanted) else 0
+        text = os.environ.get("DEMO_DASHBOARD_PORT") or str(DEFAULT_PORT)
+        wanted = int(text) if text.isdigit() else -1
+        if wanted < 0:
+            say(f"dashboard: DEMO_DASHBOARD_PORT={text!r} is not a port number: any free one")
+        port = wanted if wanted >= 0 and _free(wanted) else 0
         self.process = subprocess.Popen(
             [sys.executable, "-m", "txpipe", "dashboard", "--warehouse", warehouse,
              "--port", str(port), "--exit-with", str(os.getpid())],

@@ -34,11 +34,13 @@ class Board:
         self._lock = threading.Lock()
         self._snapshot: data.Snapshot | None = None
         self._signature: tuple | None = None
+        self.version = 0  # counts the looks that read something new
 
     def refresh(self) -> tuple[data.Snapshot, run_progress.Progress | None]:
         signature = data.signature(self.warehouse)
         if signature is None or signature != self._signature:  # else nothing was written
             self._snapshot, self._signature = data.look(self.warehouse, self.tables), signature
+            self.version += 1
         snap = dataclasses.replace(self._snapshot, taken_at=time.time())
         prog = run_progress.read(self.warehouse)
         lag = lag_seconds(snap, prog)
@@ -55,8 +57,8 @@ class Board:
 def lag_seconds(snap: data.Snapshot, prog: run_progress.Progress | None) -> float | None:
     """The read's watermark behind the clock when the run records it; else how far the newest
     window written ends behind the clock (a replay's is its data's age)."""
-    if prog is not None and prog.watermark is not None:
-        return snap.taken_at - prog.watermark
+    if prog is not None and prog.lag is not None:
+        return prog.lag  # as the run last recorded it (a finished run's stays put)
     end = snap.newest_window_end
     return None if end is None else snap.taken_at - end.timestamp()
 
@@ -187,7 +189,7 @@ def progress_rows(snap: data.Snapshot, prog: run_progress.Progress | None) -> li
                    ["anomalies", f"{snap.anomalies_total:,}"]]
 
 
-def tables(snap: data.Snapshot, prog: run_progress.Progress | None):
+def tables(snap: data.Snapshot):
     from dash import html
 
     return [
@@ -201,8 +203,6 @@ def tables(snap: data.Snapshot, prog: run_progress.Progress | None):
         _table("anomalies-table", ["window", "series", "metric", "value", "score", "detector"],
                [[_clock(a["window_start_time"]), a["series"], a["metric"], _money(a["value"]),
                  f"{a['score']:.2f}", a["detector"]] for a in snap.anomalies]),
-        html.H3("Progress"),
-        _table("progress-table", ["", ""], progress_rows(snap, prog)),
     ]
 
 
@@ -225,7 +225,7 @@ table.numbers td, table.numbers th { border: 1px solid #ccc; padding: 2px 8px; t
 
 def make_app(warehouse: str, tables_: data.Tables = data.Tables(),
              refresh_seconds: float = REFRESH_SECONDS):
-    from dash import Dash, Input, Output, dcc, html
+    from dash import Dash, Input, Output, State, dcc, html, no_update
 
     board = Board(warehouse, tables_)
     app = Dash(__name__, title="txpipe live", update_title=None, serve_locally=True)
@@ -243,22 +243,30 @@ def make_app(warehouse: str, tables_: data.Tables = data.Tables(),
             graph("windows-chart"), graph("amounts-chart"),
             graph("dead-letters-chart"), graph("progress-chart")]),
         html.Div(id="tables"),
+        html.H3("Progress"),
+        html.Div(id="progress"),
         dcc.Interval(id="tick", interval=int(refresh_seconds * 1000)),
+        dcc.Store(id="shown"),  # which look this browser shows: unchanged, nothing is redrawn
     ])
 
     @app.callback(
-        Output("status", "children"), Output("summary", "children"),
-        Output("windows-chart", "figure"), Output("amounts-chart", "figure"),
-        Output("dead-letters-chart", "figure"), Output("progress-chart", "figure"),
-        Output("tables", "children"), Input("tick", "n_intervals"))
-    def _refresh(_):
+        Output("status", "children"), Output("progress-chart", "figure"),
+        Output("progress", "children"), Output("shown", "data"),
+        Output("summary", "children"), Output("windows-chart", "figure"),
+        Output("amounts-chart", "figure"), Output("dead-letters-chart", "figure"),
+        Output("tables", "children"), Input("tick", "n_intervals"), State("shown", "data"))
+    def _refresh(_, shown):
         snap, prog = board.refresh()
+        always = (status_line(snap, prog), progress_figure(board.samples()),
+                  _table("progress-table", ["", ""], progress_rows(snap, prog)), board.version)
+        if shown == board.version:
+            return always + (no_update,) * 5
         summary = html.Span(
             f"{snap.windows_total:,} windows · {snap.transactions_total:,} transactions · "
             f"{snap.dead_letters_total:,} dead letters · {snap.anomalies_total:,} anomalies",
             id="headline", **summary_attributes(snap))
-        return (status_line(snap, prog), summary, windows_figure(snap), amounts_figure(snap),
-                dead_letters_figure(snap), progress_figure(board.samples()), tables(snap, prog))
+        return always + (summary, windows_figure(snap), amounts_figure(snap),
+                         dead_letters_figure(snap), tables(snap))
 
     return app
 
