@@ -25,8 +25,7 @@ from txpipe.sinks.duckdb import connect
 WINDOW, LATENESS = 5, 8
 
 
-def test_warehouse_equals_the_truth_manifest(pubsub_emulator, tmp_path, monkeypatch):
-    monkeypatch.setenv("DEMO_DASHBOARD", "0")  # the reconciliation, not the page
+def test_warehouse_equals_the_truth_manifest(pubsub_emulator, tmp_path):
     settings = unique_settings(window_size_seconds=WINDOW, allowed_lateness_seconds=LATENESS)
     cfg = DemoConfig(seconds=15, rate=150, seed=7, duplicate_rate=0.03, malformed_rate=0.02,
                      late_rate=0.02, jitter_seconds=1.0, local_dir=tmp_path, band_seconds=3)
@@ -80,7 +79,6 @@ def test_warehouse_equals_the_truth_manifest(pubsub_emulator, tmp_path, monkeypa
 def test_emulator_restart_mid_run_loses_nothing_silently(tmp_path, monkeypatch):
     """Kill the emulator mid-run and start a new one on the same port: the simulator retries,
     the reader waits, and whatever the old server held is reported as lost, window by window."""
-    monkeypatch.setenv("DEMO_DASHBOARD", "0")  # the reconciliation, not the page
     port = free_port()
     emulator = PubSubEmulator(port=port, log_path=tmp_path / "emulator.log").start()
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.emulator_host)
