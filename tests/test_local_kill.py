@@ -26,6 +26,7 @@ from google.cloud import pubsub_v1
 from recount import Tx, recount_fixed_windows, spell_message
 
 from txpipe.contract import ATTR_EVENT_TS
+from txpipe.lab import progress
 
 WINDOW = 5
 #: The subscription's ack deadline: what a killed run's leases last at most, and so how long
@@ -154,6 +155,8 @@ def test_kill_9_and_restart_lose_nothing_and_double_nothing(pubsub_emulator, tmp
     assert totals == want
     runs = _rows(warehouse, f'SELECT DISTINCT run_id FROM "{settings.bigquery_table_id}"')
     assert len(runs) == 2  # both runs wrote windows
+    record = progress.read(warehouse)  # what the dashboard reads of the run beside the warehouse
+    assert record is not None and record.draining and 0 < record.pulled <= len(published)
     # nothing left in the subscription: the restarted run acknowledged what it wrote
     leftover = subscriber.pull(request={"subscription": settings.subscription_path,
                                         "max_messages": 100, "return_immediately": True})

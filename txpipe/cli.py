@@ -338,7 +338,7 @@ def execute(run: RunPlan, options: Any = None) -> RunOutcome:
 
     from txpipe import runners
     from txpipe.pipeline import build_pipeline
-    from txpipe.sinks import BigQuerySink
+    from txpipe.sinks import BigQuerySink, DuckDBSink
     from txpipe.windowing import WindowSpec
 
     options = options or runners.pipeline_options(run)
@@ -354,7 +354,9 @@ def execute(run: RunPlan, options: Any = None) -> RunOutcome:
             return RunOutcome(pipeline.run())  # runs until drained; waiting: cancel on Ctrl-C
         with runners.local_bigquery(isinstance(run.sink, BigQuerySink), runner):
             if adapter is not None:
-                return _run_local(adapter, pipeline, WindowSpec.from_settings(run.settings))
+                warehouse = run.sink.path if isinstance(run.sink, DuckDBSink) else None
+                return _run_local(adapter, pipeline, WindowSpec.from_settings(run.settings),
+                                  warehouse)
             return _run_batch(pipeline)
 
 
@@ -375,11 +377,17 @@ def _run_batch(pipeline) -> RunOutcome:
     return RunOutcome(result)
 
 
-def _run_local(adapter, pipeline, windows) -> RunOutcome:
-    """Run a local streaming pipeline: the first Ctrl+C / SIGTERM drains it, a second cancels."""
+def _run_local(adapter, pipeline, windows, warehouse: str | None = None) -> RunOutcome:
+    """Run a local streaming pipeline: the first Ctrl+C / SIGTERM drains it, a second cancels.
+    Into a DuckDB ``warehouse`` its progress is recorded beside it, for the dashboard."""
     handle = adapter.run(pipeline, windows)
-    ended, note = handle.until_stopped(
-        lambda text: print(f"txpipe run: {text}", file=sys.stderr, flush=True))
+    recorder = adapter.record_progress(handle, warehouse) if warehouse else None
+    try:
+        ended, note = handle.until_stopped(
+            lambda text: print(f"txpipe run: {text}", file=sys.stderr, flush=True))
+    finally:
+        if recorder is not None:
+            recorder.stop()
     return RunOutcome(handle.result, ended, note, handle.source_counters())
 
 

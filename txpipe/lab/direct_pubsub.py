@@ -705,6 +705,13 @@ class LocalStreaming:
         return live.start(pipeline, windows, band, self.keep_late,
                           bundle_size=self.bundle_size, idle_seconds=self.idle_seconds)
 
+    def record_progress(self, run, warehouse: str):
+        """Record ``run``'s progress (watermark, pulled, backlog) beside ``warehouse`` until
+        the returned recorder is stopped: what the dashboard's lag and backlog read."""
+        from txpipe.lab import progress
+
+        return progress.follow(warehouse, run)
+
 
 # --- Beam's private APIs, used here and nowhere else in the project -------------------------
 
