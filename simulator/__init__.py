@@ -6,13 +6,13 @@ truth of a run says exactly what a correct pipeline must output.
 """
 
 from simulator.config import SimulationConfig, SimulationConfigError
-from simulator.generator import Kind, SimMessage, generate
+from simulator.generator import MessageKind, SimMessage, generate
 from simulator.runner import publish, run, write
 from simulator.sinks import TargetError
 from simulator.stats import PublishStats
 from simulator.truth import Truth, TruthBuilder, WindowTruth
 
 __all__ = [
-    "Kind", "PublishStats", "SimMessage", "SimulationConfig", "SimulationConfigError",
+    "MessageKind", "PublishStats", "SimMessage", "SimulationConfig", "SimulationConfigError",
     "TargetError", "Truth", "TruthBuilder", "WindowTruth", "generate", "publish", "run", "write",
 ]

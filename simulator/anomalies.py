@@ -38,14 +38,14 @@ if TYPE_CHECKING:
     from simulator.generator import SimMessage
 
 
-class Scenario(str, Enum):
+class AnomalyKind(str, Enum):
     VOLUME_SPIKE = "volume_spike"
     AMOUNT_BURST = "amount_burst"
     DROP_OUT = "drop_out"
 
 
 #: ``--anomalies default``: every scenario, in turn.
-DEFAULT_SCENARIOS = tuple(Scenario)
+DEFAULT_SCENARIOS = tuple(AnomalyKind)
 #: The optional message fields a scenario can target, and the series a finding can name.
 DIMENSIONS = ("merchant_id", "category", "country", "payment_method", "currency", "user_id")
 SPIKE_FACTOR = 10
@@ -56,15 +56,15 @@ BURST_AMOUNTS = (10_000.0, 100_000.0)  # log-uniform: the burst about triples th
 _CATEGORY = {c.name: c for c in CATEGORIES}
 
 
-def parse_scenarios(text: str) -> tuple[Scenario, ...]:
+def parse_scenarios(text: str) -> tuple[AnomalyKind, ...]:
     """``"default"`` or a comma-separated list of scenario names."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["default"]:
         return DEFAULT_SCENARIOS
     try:
-        return tuple(Scenario(n) for n in names)
+        return tuple(AnomalyKind(n) for n in names)
     except ValueError:
-        known = ", ".join(s.value for s in Scenario)
+        known = ", ".join(s.value for s in AnomalyKind)
         raise ValueError(f"unknown scenario in {text!r} (one of: {known}, or default)") from None
 
 
@@ -81,7 +81,7 @@ class Injector:
         self._size_us = cfg.window_size * 1_000_000
         self._first = to_micros(start) // self._size_us
         self._next = self._first
-        self._plan: dict[int, Scenario | None] = {}
+        self._plan: dict[int, AnomalyKind | None] = {}
         self._chooser = random.Random(f"anomaly-windows/{cfg.seed}")
         self._rng = random.Random(f"anomalies/{cfg.seed}/{format_timestamp(start)}")
         self._injected = 0
@@ -93,7 +93,7 @@ class Injector:
         moment = message.event_time or self._start + timedelta(seconds=message.send_offset)
         return to_micros(moment) // self._size_us
 
-    def scenario(self, window: int) -> Scenario | None:
+    def scenario(self, window: int) -> AnomalyKind | None:
         """One anomaly in each block of ``1 / anomaly_rate`` windows after the warm-up, at a
         seeded place in it that is never the block's last window (so anomalies never touch)."""
         rate = self.cfg.anomaly_rate
@@ -107,7 +107,7 @@ class Injector:
             chosen = None
             if index >= 0 and index == self._pick:
                 scenarios = self.cfg.anomalies
-                chosen = Scenario(scenarios[self._injected % len(scenarios)])
+                chosen = AnomalyKind(scenarios[self._injected % len(scenarios)])
                 self._injected += 1
             self._plan[self._next] = chosen
             self._next += 1
@@ -118,12 +118,12 @@ class Injector:
         scenario = self.scenario(window)
         if scenario is None:
             yield message
-        elif scenario is Scenario.DROP_OUT:
+        elif scenario is AnomalyKind.DROP_OUT:
             if self._rng.random() >= DROP_FRACTION:
                 yield replace(message, anomaly=scenario.value)
         elif message.kind.value != "valid":
             yield message
-        elif scenario is Scenario.VOLUME_SPIKE:
+        elif scenario is AnomalyKind.VOLUME_SPIKE:
             yield from self._spike(message, window)
         else:
             yield from self._burst(message, window)
@@ -136,7 +136,7 @@ class Injector:
         if value != target:
             yield message
             return
-        label = Scenario.VOLUME_SPIKE.value
+        label = AnomalyKind.VOLUME_SPIKE.value
         yield replace(message, anomaly=label)
         category = _CATEGORY.get(fields.get("category"), CATEGORIES[0])
         for _ in range(SPIKE_FACTOR - 1):
@@ -152,7 +152,7 @@ class Injector:
         low, high = (math.log(a) for a in BURST_AMOUNTS)
         for _ in range(max(BURST_MIN, round(expected * BURST_SHARE))):
             amount = Decimal(round(math.exp(self._rng.uniform(low, high)) * 100)).scaleb(-2)
-            yield self._extra(message, fields, amount, Scenario.AMOUNT_BURST.value)
+            yield self._extra(message, fields, amount, AnomalyKind.AMOUNT_BURST.value)
 
     def _extra(self, like: SimMessage, fields: dict[str, Any], amount: Decimal,
                label: str) -> SimMessage:
@@ -226,7 +226,7 @@ class LabelCollector:
             out.append(LabelledWindow(
                 start, start + timedelta(microseconds=size_us), label, count,
                 {d: tuple(sorted(v)) for d, v in sorted(series.items())},
-                everything=label == Scenario.DROP_OUT.value))
+                everything=label == AnomalyKind.DROP_OUT.value))
         return tuple(out)
 
 

@@ -35,7 +35,7 @@ DUPLICATE_HORIZON = 500
 RHYTHM_PEAK_HOUR = 14
 
 
-class Kind(str, Enum):
+class MessageKind(str, Enum):
     VALID = "valid"
     DUPLICATE = "duplicate"
     MALFORMED = "malformed"
@@ -48,7 +48,7 @@ class SimMessage:
     index: int  # position in the stream
     data: bytes
     attributes: dict[str, str]
-    kind: Kind
+    kind: MessageKind
     send_offset: float  # seconds after the start at which it is sent (virtual clock)
     event_time: datetime | None = None  # what the message claims; None when it is malformed
     reason: Reason | None = None  # the dead-letter reason for a malformed message
@@ -116,7 +116,7 @@ def _stream(cfg: SimulationConfig) -> Iterator[SimMessage]:
             if recent:
                 original = recent[rng.randrange(len(recent))]
                 yield SimMessage(
-                    index, original.data, original.attributes, Kind.DUPLICATE, offset,
+                    index, original.data, original.attributes, MessageKind.DUPLICATE, offset,
                     original.event_time, None, original.transaction_id, original.amount, original.late,
                 )
                 continue
@@ -148,10 +148,10 @@ def _stream(cfg: SimulationConfig) -> Iterator[SimMessage]:
                 ATTR_EVENT_TS: format_timestamp(start + timedelta(milliseconds=send_ms)),
                 ATTR_TRANSACTION_ID: transaction_id,
             }
-            yield SimMessage(index, bad, bad_attributes, Kind.MALFORMED, offset, reason=reason,
+            yield SimMessage(index, bad, bad_attributes, MessageKind.MALFORMED, offset, reason=reason,
                              variant=variant)
             continue
-        message = SimMessage(index, data, attributes, Kind.VALID, offset, event_time, None,
+        message = SimMessage(index, data, attributes, MessageKind.VALID, offset, event_time, None,
                              transaction_id, p.amount, late)
         recent.append(message)
         yield message

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from simulator.config import SimulationConfig
 from simulator.generator import SimMessage, generate
-from simulator.sinks import LineSink, Sink, SinkClosed, TargetError
+from simulator.sinks import LineSink, PublishTarget, SinkClosed, TargetError
 from simulator.stats import PublishStats, Recorder
 from simulator.truth import TruthBuilder
 
@@ -35,7 +35,7 @@ def is_live(cfg: SimulationConfig) -> bool:
     return cfg.start is None and cfg.rate > 0
 
 
-def run(cfg: SimulationConfig, sink: Sink, stats: PublishStats, *, paced: bool,
+def run(cfg: SimulationConfig, sink: PublishTarget, stats: PublishStats, *, paced: bool,
         stop_event: threading.Event | None = None,
         stats_callback: StatsCallback | None = None) -> PublishStats:
     """Generate ``cfg``'s stream into ``sink`` until done or ``stop_event`` is set.

@@ -17,7 +17,7 @@ class SinkClosed(RuntimeError):
     """The reader went away (a closed pipe): stop generating, nothing more can be delivered."""
 
 
-class Sink(Protocol):
+class PublishTarget(Protocol):
     def send(self, messages: Sequence[SimMessage]) -> None:
         """Hand over messages; may block to apply back-pressure."""
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.config import SimulationConfig
-from simulator.generator import Kind, SimMessage
+from simulator.generator import MessageKind, SimMessage
 from simulator.truth import TruthBuilder
 
 MAX_ERRORS = 5
-_LABELS = {Kind.DUPLICATE.value: "duplicates"}
+_LABELS = {MessageKind.DUPLICATE.value: "duplicates"}
 
 
 @dataclass
@@ -24,7 +24,7 @@ class PublishStats:
     failed: int = 0
     generated: int = 0
     retries: int = 0
-    by_kind: dict[str, int] = field(default_factory=lambda: {k.value: 0 for k in Kind})
+    by_kind: dict[str, int] = field(default_factory=lambda: {k.value: 0 for k in MessageKind})
     errors: list[str] = field(default_factory=list)  # the first few distinct ones
     elapsed_s: float = 0.0
     interrupted: bool = False

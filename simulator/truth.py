@@ -19,7 +19,7 @@ import orjson
 from simulator.anomalies import DetectionQuality, LabelCollector, LabelledWindow, score_findings
 from simulator.catalog import MAX_AMOUNT
 from simulator.config import SimulationConfig
-from simulator.generator import Kind, SimMessage
+from simulator.generator import MessageKind, SimMessage
 from txpipe import money
 from txpipe.contract import EPOCH, Reason, format_timestamp, to_micros
 
@@ -166,7 +166,7 @@ class TruthBuilder:
 
     def add(self, message: SimMessage) -> None:
         self.messages += 1
-        if message.kind is Kind.MALFORMED:
+        if message.kind is MessageKind.MALFORMED:
             assert message.reason is not None
             self._malformed[Reason(message.reason).value] += 1
             return

@@ -14,7 +14,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from simulator import Kind, SimulationConfig, SimulationConfigError, Truth, generate
+from simulator import MessageKind, SimulationConfig, SimulationConfigError, Truth, generate
 from simulator.anomalies import (
     BURST_AMOUNTS,
     DROP_FRACTION,
@@ -70,7 +70,7 @@ def test_scenarios_take_turns_after_the_warm_up_and_never_touch(streams):
 def _valid_per_window(messages, key=lambda m: True) -> Counter:
     seen, counts = set(), Counter()
     for m in messages:
-        if m.kind is Kind.MALFORMED or m.transaction_id in seen:
+        if m.kind is MessageKind.MALFORMED or m.transaction_id in seen:
             continue
         seen.add(m.transaction_id)
         if key(m):
@@ -99,7 +99,7 @@ def test_a_burst_adds_large_amounts_at_one_merchant(streams):
     base, injected, truth = streams
     base_ids = {m.transaction_id for m in base}
     for burst in (a for a in truth.anomalies if a.scenario == "amount_burst"):
-        extra = [m for m in injected if m.kind is Kind.VALID and m.transaction_id not in base_ids
+        extra = [m for m in injected if m.kind is MessageKind.VALID and m.transaction_id not in base_ids
                  and _window_of(m) == window(burst.start)]
         assert len(extra) == burst.transactions == max(5, round(10 * 30 * 0.01))
         low, high = (Decimal(str(x)) for x in BURST_AMOUNTS)

@@ -11,7 +11,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from simulator import Kind, SimulationConfig, generate
+from simulator import MessageKind, SimulationConfig, generate
 from simulator.catalog import (
     CATEGORIES,
     COUNTRIES,
@@ -31,7 +31,7 @@ def rows() -> list[dict]:
                            start=datetime(2026, 11, 27, tzinfo=UTC))
     out = []
     for m in generate(cfg):
-        assert m.kind is Kind.VALID
+        assert m.kind is MessageKind.VALID
         row = orjson.loads(m.data)
         row["amount"] = m.amount
         out.append(row)

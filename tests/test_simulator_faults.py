@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from simulator import Kind, SimulationConfig, generate
+from simulator import MessageKind, SimulationConfig, generate
 from simulator.faults import VARIANTS, Record, break_record
 from txpipe.contract import Invalid, Reason, encode_message, validate
 
@@ -55,14 +55,14 @@ def stream():
 def test_fault_rates_are_within_tolerance(stream):
     kinds = Counter(m.kind for m in stream)
     # Binomial standard deviation at N = 20k: ~0.15 % for 5 %, ~0.1 % for 2 %; allow 4 sigma.
-    assert kinds[Kind.DUPLICATE] / N == pytest.approx(0.05, abs=0.006)
-    assert kinds[Kind.MALFORMED] / N == pytest.approx(0.02, abs=0.004)
-    valid = [m for m in stream if m.kind is Kind.VALID]
+    assert kinds[MessageKind.DUPLICATE] / N == pytest.approx(0.05, abs=0.006)
+    assert kinds[MessageKind.MALFORMED] / N == pytest.approx(0.02, abs=0.004)
+    valid = [m for m in stream if m.kind is MessageKind.VALID]
     assert sum(m.late for m in valid) / len(valid) == pytest.approx(0.01, abs=0.003)
 
 
 def test_malformed_records_spread_over_every_reason_and_are_labelled_right(stream):
-    bad = [m for m in stream if m.kind is Kind.MALFORMED]
+    bad = [m for m in stream if m.kind is MessageKind.MALFORMED]
     reasons = Counter(m.reason for m in bad)
     assert set(reasons) == set(Reason)
     assert max(reasons.values()) - min(reasons.values()) <= 1  # round robin
@@ -78,9 +78,9 @@ def test_malformed_records_spread_over_every_reason_and_are_labelled_right(strea
 def test_duplicates_are_byte_identical_resends_of_recent_valid_messages(stream):
     first_seen: dict[bytes, int] = {}
     for m in stream:
-        if m.kind is Kind.VALID:
+        if m.kind is MessageKind.VALID:
             first_seen[m.data] = m.index
-        elif m.kind is Kind.DUPLICATE:
+        elif m.kind is MessageKind.DUPLICATE:
             original = first_seen[m.data]  # an earlier valid message, byte for byte
             assert original < m.index
             assert m.index - original < 1000

@@ -7,7 +7,7 @@ from itertools import takewhile
 
 import pytest
 
-from simulator import Kind, SimulationConfig, SimulationConfigError, generate
+from simulator import MessageKind, SimulationConfig, SimulationConfigError, generate
 from simulator.config import UNPACED_EVENT_RATE
 from simulator.generator import send_offsets
 from txpipe.contract import Transaction, validate
@@ -46,10 +46,10 @@ def test_count_and_duration_bound_the_stream():
 def test_send_offsets_follow_the_rate_and_event_times_trail_them():
     cfg = config(count=2000, rate=100.0, jitter_seconds=2.0, late_rate=0.05, late_seconds=120)
     for m in generate(cfg):
-        if m.kind is Kind.DUPLICATE:
+        if m.kind is MessageKind.DUPLICATE:
             continue
         assert m.send_offset == pytest.approx(m.index / 100.0)
-        if m.kind is Kind.MALFORMED:
+        if m.kind is MessageKind.MALFORMED:
             assert m.event_time is None
             continue
         lag = (START + timedelta(seconds=m.send_offset) - m.event_time).total_seconds()
@@ -69,7 +69,7 @@ def test_jitter_puts_events_out_of_order():
 
 def test_valid_messages_say_what_they_are_labelled():
     for m in generate(config(count=2000)):
-        if m.kind is Kind.MALFORMED:
+        if m.kind is MessageKind.MALFORMED:
             continue
         parsed = validate(m.data)
         assert isinstance(parsed, Transaction)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from recount import Tx, recount_fixed_windows, unique_transactions
 
-from simulator import Kind, SimulationConfig, Truth, TruthBuilder, generate, write
+from simulator import MessageKind, SimulationConfig, Truth, TruthBuilder, generate, write
 from txpipe.contract import Invalid, Reason, validate
 
 START = datetime(2026, 11, 27, 10, 0, 7, tzinfo=UTC)
@@ -62,7 +62,7 @@ def test_truth_equals_a_pandas_recount_of_the_emitted_lines(emitted):
 
 def test_late_counts_match_the_labels(emitted):
     _, truth = emitted
-    late = [m for m in generate(CFG) if m.kind is Kind.VALID and m.late]
+    late = [m for m in generate(CFG) if m.kind is MessageKind.VALID and m.late]
     assert truth.late == len(late) > 0
     per_window = Counter(int(m.event_time.timestamp()) // 30 * 30 for m in late)
     assert {int(w.start.timestamp()): w.late for w in truth.windows if w.late} == dict(per_window)
@@ -88,9 +88,9 @@ def test_truth_round_trips_through_json_with_exact_decimal_strings(emitted, tmp_
 def test_a_resend_whose_original_was_lost_counts_once():
     messages = list(generate(SimulationConfig(seed=3, count=3000, rate=0, duplicate_rate=0.2,
                                               start=START)))
-    duplicate = next(m for m in messages if m.kind is Kind.DUPLICATE)
+    duplicate = next(m for m in messages if m.kind is MessageKind.DUPLICATE)
     delivered = [m for m in messages
-                 if not (m.kind is Kind.VALID and m.transaction_id == duplicate.transaction_id)]
+                 if not (m.kind is MessageKind.VALID and m.transaction_id == duplicate.transaction_id)]
     truth = Truth.from_messages(CFG, delivered)
     everything = Truth.from_messages(CFG, messages)
     assert truth.valid == everything.valid

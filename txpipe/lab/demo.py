@@ -113,13 +113,13 @@ class Expectation:
         """The TruthBuilder of what must be counted: every valid transaction but those whose id
         is in ``dropped`` (None: those the simulator sent late)."""
         from simulator import TruthBuilder
-        from simulator.generator import Kind
+        from simulator.generator import MessageKind
 
         kept = TruthBuilder(self.window_size)
         with self._lock:
             for m in self.messages:
                 gone = m.late if dropped is None else m.transaction_id in dropped
-                if m.kind is Kind.MALFORMED or not gone:
+                if m.kind is MessageKind.MALFORMED or not gone:
                     kept.add(m)
         return kept
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-#: How often :class:`Recorder` writes.
+#: How often :class:`ProgressRecorder` writes.
 EVERY_SECONDS = 1.0
 
 
@@ -87,7 +87,7 @@ def of_run(run, published: Callable[[], int] | None = None) -> Progress:
     )
 
 
-class Recorder:
+class ProgressRecorder:
     """Writes ``sample()`` beside the warehouse every ``every`` seconds, from a daemon thread,
     until :meth:`stop` (which writes a last record)."""
 
@@ -97,7 +97,7 @@ class Recorder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="txpipe-progress", daemon=True)
 
-    def start(self) -> Recorder:
+    def start(self) -> ProgressRecorder:
         self._thread.start()
         return self
 
@@ -118,6 +118,6 @@ class Recorder:
 
 
 def follow(warehouse: str | os.PathLike, run,
-           published: Callable[[], int] | None = None) -> Recorder:
+           published: Callable[[], int] | None = None) -> ProgressRecorder:
     """Record the progress of ``run`` (see :func:`of_run`) beside ``warehouse`` until stopped."""
-    return Recorder(warehouse, lambda: of_run(run, published)).start()
+    return ProgressRecorder(warehouse, lambda: of_run(run, published)).start()

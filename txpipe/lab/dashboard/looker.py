@@ -21,7 +21,7 @@ REPORT_NAME = "txpipe streaming"
 
 
 @dataclass(frozen=True)
-class Source:
+class DataSource:
     alias: str  # the Linking API's data source alias (ds0, ds1 ...)
     view: str  # the BigQuery view it reads
     name: str  # the data source's name in Looker Studio
@@ -31,7 +31,7 @@ class Source:
 class Chart:
     title: str
     kind: str  # Looker Studio's chart type, as its "Add a chart" menu names it
-    source: str  # a Source alias
+    source: str  # a DataSource alias
     dimension: str | None  # the field on the x axis / the rows (None: a scorecard)
     metrics: tuple[tuple[str, str], ...]  # (field, its aggregation in the chart)
     breakdown: str | None = None  # a second dimension (stacks / series)
@@ -39,9 +39,9 @@ class Chart:
 
 
 SOURCES = (
-    Source("ds0", WINDOW_STATS.totals_view, "txpipe window totals"),
-    Source("ds1", DEAD_LETTER_VIEW, "txpipe dead letters per minute"),
-    Source("ds2", ANOMALY_VIEW, "txpipe windows with anomalies"),
+    DataSource("ds0", WINDOW_STATS.totals_view, "txpipe window totals"),
+    DataSource("ds1", DEAD_LETTER_VIEW, "txpipe dead letters per minute"),
+    DataSource("ds2", ANOMALY_VIEW, "txpipe windows with anomalies"),
 )
 
 CHARTS = (
