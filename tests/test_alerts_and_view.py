@@ -200,7 +200,7 @@ def test_the_demo_reads_its_alerts_from_the_anomaly_table_it_writes(tmp_path):
     settings = load_settings(bigquery_anomaly_table_id="demo_anomalies")
     rows = [_anomaly(2, "total_transactions", 40.0)]
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
-        _ = p | beam.Create(rows) | DuckDBSink.for_settings(path, settings).anomalies(
+        _ = p | beam.Create(rows) | DuckDBSink.from_settings(path, settings).anomalies(
             RunIdentity("run-a"))
     found = read_anomalies(path, settings)
     assert [(r["metric"], r["score"]) for r in found] == [("total_transactions", 40.0)]

@@ -124,8 +124,7 @@ def test_bigquery_holds_what_duckdb_holds_for_the_same_input(bigquery_emulator, 
     check_bigquery(settings)  # what `run` does first: tables and the totals view
     run_pipeline(settings, raw, BigQuerySink.from_settings(settings), tmp_path / "loads")
     warehouse = str(tmp_path / "warehouse.duckdb")
-    run_pipeline(settings, raw, DuckDBSink(warehouse, settings.bigquery_table_id,
-                                           settings.bigquery_dead_letter_table_id))
+    run_pipeline(settings, raw, DuckDBSink.from_settings(warehouse, settings))
 
     got, want = bigquery_warehouse(client, settings), duckdb_warehouse(warehouse, settings)
     for part in ("windows", "dead", "totals"):

@@ -49,7 +49,7 @@ def _start(settings, warehouse: str) -> object:
     options = PipelineOptions([])
     options.view_as(StandardOptions).streaming = True
     pipeline = beam.Pipeline(options=options)
-    sink = DuckDBSink(warehouse, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id)
+    sink = DuckDBSink.from_settings(warehouse, settings)
     build_pipeline(pipeline, settings, PubSubSource(settings.subscription_path), sink,
                    dedupe=local.dedupe(settings.dedupe_horizon_seconds))
     return live.start(pipeline, WindowSpec.from_settings(settings), restart_hold=False)

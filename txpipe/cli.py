@@ -233,7 +233,7 @@ def _sink(args: argparse.Namespace, settings: Settings, streaming: bool) -> Sink
         _writable_prefix(path, "--output")
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise UsageError(f"--output {path!r} is not writable")
-        return DuckDBSink.for_settings(path, settings)
+        return DuckDBSink.from_settings(path, settings)
     if args.output or args.dead_letter_output:
         raise UsageError("--sink bigquery takes its tables from BIGQUERY_DATASET_ID / "
                          "BIGQUERY_TABLE_ID (or --bigquery-dataset / --bigquery-table), "

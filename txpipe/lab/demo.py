@@ -435,7 +435,7 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     pipeline = beam.Pipeline(options=_streaming_options())
     # id_label: the DirectRunner refuses it; the pipeline's own Dedupe does that job.
     source = PubSubSource(settings.subscription_path, id_label=None)
-    sink = DuckDBSink.for_settings(warehouse, settings)
+    sink = DuckDBSink.from_settings(warehouse, settings)
     build_pipeline(pipeline, settings, source, sink,
                    dedupe=LocalStreaming().dedupe(settings.dedupe_horizon_seconds))
     band = cfg.band_seconds if cfg.band_seconds is not None else band_seconds()
@@ -561,7 +561,7 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
         "event time) through a TestStream; the watermark follows the send times")
     begun = time.monotonic()
     pipeline = beam.Pipeline(options=_streaming_options())
-    sink = DuckDBSink.for_settings(warehouse, settings)
+    sink = DuckDBSink.from_settings(warehouse, settings)
     from txpipe.lab.local_dedupe import BucketedDropDuplicates
 
     build_pipeline(pipeline, settings, TransformSource(stream), sink,

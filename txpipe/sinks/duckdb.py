@@ -125,7 +125,7 @@ class DuckDBSink:
     anomaly_table: str = "anomalies"
 
     @classmethod
-    def for_settings(cls, path: str, settings) -> DuckDBSink:
+    def from_settings(cls, path: str, settings) -> DuckDBSink:
         """The sink of ``path`` under the settings' table names (the BigQuery ones, as a
         warehouse and BigQuery hold the same tables)."""
         return cls(path, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id,
