@@ -33,11 +33,12 @@ from recount import (
 from txpipe import metrics
 from txpipe.config import Route, WindowType
 from txpipe.pipeline import TransactionStats
-from txpipe.sources import MessagesSource
+from txpipe.sources import MessagesSource, read_of
 from txpipe.windowing import WindowSpec
 
 BAD = bad_records()
 ROUTES = (Route.ELEMENTWISE, Route.BATCHED)
+BLOCKS = "batched-blocks"
 
 
 def _value(v):
@@ -55,14 +56,15 @@ def _dead(out: Outputs, key: str) -> list:
     return sorted(sorted((k, v) for k, v in d.items() if k != "seen_at") for d in out[key])
 
 
-def _counters(run, route: Route) -> dict[str, int]:
+def _counters(run, route: Route | str) -> dict[str, int]:
     """The txpipe counters of one route's steps (both routes run in one pipeline)."""
+    route = getattr(route, "value", route)
     from apache_beam.metrics.metric import MetricsFilter
 
     totals: Counter = Counter()
     query = run.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
     for counter in query["counters"]:
-        if counter.key.step.startswith(f"{route.value}/"):
+        if counter.key.step.startswith(f"{route}/"):
             totals[counter.key.metric.name] += counter.committed or counter.attempted or 0
     totals[metrics.DUPLICATES_DROPPED] = totals[metrics.VALID] - totals[metrics.UNIQUE]
     return totals
@@ -124,24 +126,30 @@ def test_windows_and_dead_letters_conserve_every_message_on_both_routes(stream):
 
     out = Outputs()
     pipeline = beam.Pipeline()
-    read = pipeline | "Read" >> MessagesSource(tuple(messages)).transform()
-    for route in ROUTES:
-        result = read | route.value >> TransactionStats(spec, breakdown=breakdown, route=route)
+    source = MessagesSource(tuple(messages))
+    read = pipeline | "Read" >> source.transform()
+    blocks = pipeline | "ReadBlocks" >> read_of(source, blocks=True)
+    # the batched route twice: on messages one by one, and on the blocks it reads in a replay
+    for label, route, messages_read in (*((r.value, r, read) for r in ROUTES),
+                                        (BLOCKS, Route.BATCHED, blocks)):
+        result = messages_read | label >> TransactionStats(spec, breakdown=breakdown,
+                                                           route=route)
         assert result.route is route
-        result.windows | f"KeepWindows{route.name}" >> out.keep(f"windows {route}", window=True)
-        result.dead_letters | f"KeepDead{route.name}" >> out.keep(f"dead {route}")
+        result.windows | f"KeepWindows{label}" >> out.keep(f"windows {label}", window=True)
+        result.dead_letters | f"KeepDead{label}" >> out.keep(f"dead {label}")
         if breakdown:
-            result.by_dimension | f"KeepDims{route.name}" >> out.keep(f"dims {route}", window=True)
+            result.by_dimension | f"KeepDims{label}" >> out.keep(f"dims {label}", window=True)
     run = pipeline.run()
     run.wait_until_finish()
 
     # the windows: an independent recount of the unique valid transactions
-    windows = [row for row, _ in out[f"windows {Route.ELEMENTWISE}"]]
+    elementwise = Route.ELEMENTWISE.value
+    windows = [row for row, _ in out[f"windows {elementwise}"]]
     assert_windows_match(windows, txs, spec.size_seconds, spec.kind.value,
                          spec.period_seconds, spec.gap_seconds)
 
     # the dead letters: every bad record, under its reason, with its payload
-    dead = out[f"dead {Route.ELEMENTWISE}"]
+    dead = out[f"dead {elementwise}"]
     assert Counter((d["reason"], d["payload"]) for d in dead) == Counter(
         (reason, expected_payload(raw)) for raw, reason in bad)
 
@@ -157,10 +165,11 @@ def test_windows_and_dead_letters_conserve_every_message_on_both_routes(stream):
     for reason, n in Counter(reason for _, reason in bad).items():
         assert counters.get(metrics.dead_letter_counter(reason), 0) == n
     assert counters.get(metrics.PANES, 0) == len(windows) + len(
-        out[f"dims {Route.ELEMENTWISE}"])
+        out[f"dims {elementwise}"])
 
     # the batched route: the same rows in the same windows, dead letters and counters
-    assert _rows(out, f"windows {Route.BATCHED}") == _rows(out, f"windows {Route.ELEMENTWISE}")
-    assert _rows(out, f"dims {Route.BATCHED}") == _rows(out, f"dims {Route.ELEMENTWISE}")
-    assert _dead(out, f"dead {Route.BATCHED}") == _dead(out, f"dead {Route.ELEMENTWISE}")
-    assert _counters(run, Route.BATCHED) == counters
+    for label in (Route.BATCHED.value, BLOCKS):
+        assert _rows(out, f"windows {label}") == _rows(out, f"windows {elementwise}")
+        assert _rows(out, f"dims {label}") == _rows(out, f"dims {elementwise}")
+        assert _dead(out, f"dead {label}") == _dead(out, f"dead {elementwise}")
+        assert _counters(run, label) == counters

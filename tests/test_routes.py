@@ -77,7 +77,7 @@ def test_the_batched_route_refuses_unbounded_input():
 
 
 @pytest.mark.parametrize(("estimate", "buckets"), [
-    (None, batch.DEFAULT_BUCKETS), (1_000, 1), (200 << 20, 4), (10 << 40, batch.MAX_BUCKETS)])
+    (None, batch.DEFAULT_BUCKETS), (1_000, 1), (200 << 20, 13), (10 << 40, batch.MAX_BUCKETS)])
 def test_dedupe_buckets_grow_with_the_input(estimate, buckets):
     assert batch.buckets_for(estimate) == buckets
 

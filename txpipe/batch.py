@@ -29,6 +29,7 @@ import io
 import math
 import pickle
 import zlib
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
@@ -36,6 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.coders import Coder, registry
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
@@ -51,16 +53,17 @@ from txpipe.aggregate import (
     TransactionStatsFn,
     window_row,
 )
-from txpipe.contract import EPOCH, from_micros
-from txpipe.parse import DEAD_LETTERS, checked
+from txpipe.contract import EPOCH, from_micros, judge
+from txpipe.parse import DEAD_LETTERS, payload, rejected
 from txpipe.windowing import WindowSpec
 
-#: Valid transactions per chunk: big enough that per-chunk costs vanish, small enough to keep
-#: a bundle's memory bounded.
-CHUNK_SIZE = 20_000
-#: Input bytes per dedupe bucket: a bucket's ids (about 100 bytes each in a set) stay in the
-#: tens of MB whatever the input, and a big input gets many buckets, hence many workers.
-BUCKET_BYTES = 64 << 20
+#: Valid transactions a Parse holds before it sends them on, over all its buckets' chunks:
+#: big enough that per-chunk costs vanish, small enough to keep a bundle's memory bounded.
+PARSE_HOLDS = 65_536
+#: Input bytes per dedupe bucket: a bucket's transactions, decoded after the shuffle (about
+#: 200 bytes each), stay near 20 MB whatever the input, and a big input gets many buckets,
+#: hence many workers.
+BUCKET_BYTES = 16 << 20
 MAX_BUCKETS = 1 << 16
 _MICROSECOND = timedelta(microseconds=1)
 #: Buckets when the source cannot say how big it is.
@@ -84,37 +87,54 @@ def declines(spec: WindowSpec, breakdown: str | None) -> str | None:
 
 
 class Chunk:
-    """Valid transactions as columns: ids, Decimal amounts, event micros, dimension values."""
+    """Valid transactions as columns: ids, amounts (exact decimal text, as Decimal reads and
+    writes it), event micros, dimension values.
+
+    A chunk crosses the shuffle as the bytes of :meth:`encode` — one pickle, run without its
+    memo (which only slows down millions of small strings), micros as 8-byte integers — so
+    a runner that holds the shuffle in memory holds compact bytes, not Python objects.
+    """
 
     __slots__ = ("ids", "amounts", "micros", "dims")
 
     def __init__(self, ids=None, amounts=None, micros=None, dims=None):
         self.ids: list[str] = [] if ids is None else ids
-        self.amounts: list[Decimal] = [] if amounts is None else amounts
+        self.amounts: list[str] = [] if amounts is None else amounts
         self.micros: list[int] = [] if micros is None else micros
         self.dims: list[str] | None = dims
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def extend(self, other: Chunk) -> None:
+        self.ids += other.ids
+        self.amounts += other.amounts
+        self.micros += other.micros
+        if self.dims is not None:
+            self.dims += other.dims
 
-class ChunkCoder(Coder):
-    """One pickle per chunk: element-wise coding would cost more than the work itself.
-
-    Amounts travel as text (pickling a Decimal costs five times more), and the pickler runs
-    without its memo, which only slows down millions of small strings.
-    """
-
-    def encode(self, value: Chunk) -> bytes:
+    def encode(self) -> bytes:
         out = io.BytesIO()
         pickler = pickle.Pickler(out, pickle.HIGHEST_PROTOCOL)
         pickler.fast = True
-        pickler.dump((value.ids, list(map(str, value.amounts)), value.micros, value.dims))
+        pickler.dump((self.ids, self.amounts, array("q", self.micros).tobytes(), self.dims))
         return out.getvalue()
 
-    def decode(self, encoded: bytes) -> Chunk:
+    @classmethod
+    def decode(cls, encoded: bytes) -> Chunk:
         ids, amounts, micros, dims = pickle.loads(encoded)
-        return Chunk(ids, list(map(Decimal, amounts)), micros, dims)
+        return cls(ids, amounts, array("q", micros).tolist(), dims)
+
+
+class ChunkCoder(Coder):
+    """A chunk as one :meth:`Chunk.encode`: element-wise coding would cost more than the work
+    itself."""
+
+    def encode(self, value: Chunk) -> bytes:
+        return value.encode()
+
+    def decode(self, encoded: bytes) -> Chunk:
+        return Chunk.decode(encoded)
 
     def estimate_size(self, value: Chunk) -> int:
         # Beam samples element sizes for its metrics; the default would encode the chunk again.
@@ -134,13 +154,15 @@ registry.register_coder(Chunk, ChunkCoder)
 
 
 class ParseBatchFn(beam.DoFn):
-    """Batches of raw messages -> (bucket, Chunk) of valid transactions, and dead letters."""
+    """Blocks of raw messages (lists, or single messages) -> (bucket, encoded Chunk) of valid
+    transactions, and dead letters."""
 
     def __init__(self, buckets: int, breakdown: str | None = None,
-                 chunk_size: int = CHUNK_SIZE):
+                 holds: int = PARSE_HOLDS):
         if breakdown:
             AggregateByDimension(breakdown)  # refuses a field that is no dimension
-        self._buckets, self._breakdown, self._chunk_size = buckets, breakdown, chunk_size
+        self._buckets, self._breakdown = buckets, breakdown
+        self._chunk_size = max(1024, holds // buckets)
         self._counters = metrics.ParseCounters()
 
     def start_bundle(self):
@@ -148,32 +170,41 @@ class ParseBatchFn(beam.DoFn):
         self._valid = 0
         self._dead: Counter = Counter()
 
-    def process(self, raw) -> Iterator[Any]:
-        tx, reason, dead = checked(raw)
-        if tx is None:
-            self._dead[reason] += 1
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
-            return
-        tx_id = tx.transaction_id
-        # crc32, not hash(): str hashes differ between worker processes
-        bucket = zlib.crc32(tx_id.encode()) % self._buckets
-        chunk = self._chunks.get(bucket)
-        if chunk is None:
-            chunk = self._chunks[bucket] = Chunk(dims=[] if self._breakdown else None)
-        chunk.ids.append(tx_id)
-        chunk.amounts.append(tx.amount)
-        chunk.micros.append((tx.event_time - EPOCH) // _MICROSECOND)  # contract.to_micros
-        if self._breakdown:
-            chunk.dims.append(getattr(tx, self._breakdown) or "")
-        self._valid += 1
-        if len(chunk.ids) >= self._chunk_size:
-            del self._chunks[bucket]
-            yield bucket, chunk
+    def process(self, element) -> Iterator[Any]:
+        chunks, buckets, breakdown = self._chunks, self._buckets, self._breakdown
+        valid = 0
+        for raw in element if type(element) is list else (element,):
+            if type(raw) is not bytes:
+                raw = payload(raw)
+            try:
+                message, amount, moment = judge(raw)
+            except Exception as exc:  # the contract's verdict, or a bug: a dead letter either way
+                reason, dead = rejected(raw, exc)
+                self._dead[reason] += 1
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
+                continue
+            tx_id = message.transaction_id
+            # crc32, not hash(): str hashes differ between worker processes
+            bucket = zlib.crc32(tx_id.encode()) % buckets
+            chunk = chunks.get(bucket)
+            if chunk is None:
+                chunk = chunks[bucket] = Chunk(dims=[] if breakdown else None)
+            chunk.ids.append(tx_id)
+            chunk.amounts.append(str(amount))
+            chunk.micros.append((moment - EPOCH) // _MICROSECOND)  # contract.to_micros
+            if breakdown:
+                chunk.dims.append(getattr(message, breakdown) or "")
+            valid += 1
+            if len(chunk.ids) >= self._chunk_size:
+                del chunks[bucket]
+                yield bucket, chunk.encode()
+        self._valid += valid
 
     def finish_bundle(self):
         chunks, self._chunks = self._chunks, {}
         for bucket, chunk in chunks.items():
-            yield WindowedValue((bucket, chunk), Timestamp(micros=0), (GlobalWindow(),))
+            yield WindowedValue((bucket, chunk.encode()), Timestamp(micros=0),
+                                (GlobalWindow(),))
         dead, self._dead = self._dead, Counter()
         self._counters.flush(self._valid, dead)
         self._valid = 0
@@ -183,33 +214,36 @@ class ParseBatchFn(beam.DoFn):
 
 
 class FirstDeliveryFn(beam.DoFn):
-    """All chunks of one bucket -> chunks holding the first delivery of each id."""
+    """All chunks of one bucket -> one chunk holding the first delivery of each id (a
+    bucket's share of the input: what Window then cuts at once)."""
 
-    def __init__(self, chunk_size: int = CHUNK_SIZE):
-        self._chunk_size = chunk_size
+    def __init__(self):
         self._unique = Metrics.counter(metrics.NAMESPACE, metrics.UNIQUE)
 
-    def process(self, element: tuple[int, Iterable[Chunk]]) -> Iterator[Chunk]:
-        _, chunks = element
+    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[Chunk]:
+        _, encoded = element
         seen: set[str] = set()
-        unique = 0
-        for chunk in chunks:
+        out: Chunk | None = None
+        for chunk in map(Chunk.decode, encoded):
             ids, n = chunk.ids, len(chunk.ids)
+            if out is None:
+                out = Chunk(dims=None if chunk.dims is None else [])
             # id -> index of its first copy in the chunk (later copies are written first, so
             # the first one's index is what stays), minus ids an earlier chunk delivered
             first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
             if seen:
                 first = {i: k for i, k in first.items() if i not in seen}
             seen.update(first)
-            unique += len(first)
             if len(first) == n:
-                yield chunk
+                out.extend(chunk)
             elif first:
                 keep = sorted(first.values())
-                yield Chunk([ids[k] for k in keep], [chunk.amounts[k] for k in keep],
-                            [chunk.micros[k] for k in keep],
-                            None if chunk.dims is None else [chunk.dims[k] for k in keep])
-        self._unique.inc(unique)
+                out.extend(Chunk([ids[k] for k in keep], [chunk.amounts[k] for k in keep],
+                                 [chunk.micros[k] for k in keep],
+                                 None if chunk.dims is None else [chunk.dims[k] for k in keep]))
+        self._unique.inc(len(seen))
+        if out is not None:
+            yield out
 
 
 # --- Window ---------------------------------------------------------------------------------
@@ -247,11 +281,15 @@ class WindowAssigner:
 
 
 class CutWindowsFn(beam.DoFn):
-    """A chunk of unique transactions -> ((start, end[, dimension value]), amounts).
+    """A chunk of unique transactions -> ((start, end[, dimension value]), accumulator) of each
+    window part the chunk holds.
 
-    Sessions cannot be assigned a transaction at a time: a chunk's transactions are merged into
-    the sessions they make among themselves (as the Sessions WindowFn merges the windows
-    ``[t, t + gap)`` that overlap), and the parts are merged across chunks in Aggregate.
+    The chunk is sorted once by stretch of time (and dimension value), each run of equal keys
+    folded into one TransactionStatsFn accumulator, and that accumulator sent to each window
+    of its stretch. Sessions cannot be assigned a transaction at a time: a chunk's
+    transactions are merged into the sessions they make among themselves (as the Sessions
+    WindowFn merges the windows ``[t, t + gap)`` that overlap), and the parts are merged
+    across chunks in Aggregate.
     """
 
     def __init__(self, spec: WindowSpec, breakdown: str | None):
@@ -262,50 +300,60 @@ class CutWindowsFn(beam.DoFn):
         self._merging = self._window_fn.is_merging()
         self._assign = None if self._merging else WindowAssigner(self._window_fn)
 
-    def process(self, chunk: Chunk) -> Iterator[tuple[tuple, list[Decimal]]]:
-        if self._merging:
-            yield from self._sessions(chunk)
+    def process(self, chunk: Chunk) -> Iterator[tuple[tuple, list]]:
+        if not len(chunk):
             return
-        assign, parts = self._assign, {}
-        cache, offset, grain = assign.cache, assign.offset, assign.grain
-        dims = chunk.dims if self._breakdown else None
-        for i, micros in enumerate(chunk.micros):
-            found = cache.get((micros - offset) // grain) or assign(micros)
-            amount = chunk.amounts[i]
-            for bounds in found:
-                key = bounds if dims is None else (*bounds, dims[i])
-                part = parts.get(key)
-                if part is None:
-                    parts[key] = [amount]
-                else:
-                    part.append(amount)
-        yield from parts.items()
+        micros = np.array(chunk.micros, dtype=np.int64)
+        if self._merging:
+            yield from self._sessions(chunk, micros)
+            return
+        assign = self._assign
+        columns = [(micros - assign.offset) // assign.grain]
+        values = None
+        if self._breakdown:
+            codes: dict[str, int] = {}
+            columns.append(np.array([codes.setdefault(d, len(codes)) for d in chunk.dims]))
+            values = list(codes)
+        order, starts = _runs(columns)
+        amounts = _ordered(chunk.amounts, order)
+        micros = micros[order]
+        code = None if values is None else columns[1][order]
+        ends = [*starts[1:].tolist(), len(amounts)]
+        for first, end in zip(starts.tolist(), ends, strict=True):
+            acc = TransactionStatsFn.accumulate(list(map(Decimal, amounts[first:end])))
+            for bounds in assign(int(micros[first])):
+                yield (bounds if values is None else (*bounds, values[code[first]])), list(acc)
 
-    def _sessions(self, chunk: Chunk) -> Iterator[tuple[tuple, list[Decimal]]]:
+    def _sessions(self, chunk: Chunk, micros) -> Iterator[tuple[tuple, list]]:
         gap = self._window_fn.gap_size.micros
-        order = sorted(range(len(chunk)), key=chunk.micros.__getitem__)
-        start = end = None
-        amounts: list[Decimal] = []
-        for i in order:
-            t = chunk.micros[i]
-            if end is not None and t < end:  # [t, t + gap) overlaps the session so far
-                end = max(end, t + gap)
-            else:
-                if amounts:
-                    yield (start, end), amounts
-                start, end, amounts = t, t + gap, []
-            amounts.append(chunk.amounts[i])
-        if amounts:
-            yield (start, end), amounts
+        order = np.argsort(micros, kind="stable")
+        amounts = _ordered(chunk.amounts, order)
+        t = micros[order]
+        # sorted, [t, t + gap) overlaps the session so far unless t >= the previous t + gap
+        starts = [0, *(np.flatnonzero(np.diff(t) >= gap) + 1).tolist()]
+        ends = [*starts[1:], len(amounts)]
+        for first, end in zip(starts, ends, strict=True):
+            yield ((int(t[first]), int(t[end - 1]) + gap),
+                   TransactionStatsFn.accumulate(list(map(Decimal, amounts[first:end]))))
+
+
+def _ordered(values: list, order) -> list:
+    return np.array(values, dtype=object)[order].tolist()
+
+
+def _runs(columns: list) -> tuple:
+    """The stable order that sorts rows by ``columns`` (the first one first), and where each
+    run of equal rows starts in that order."""
+    order = np.lexsort(columns[::-1])
+    change = np.zeros(len(order), dtype=bool)
+    change[0] = True
+    for column in columns:
+        ordered = column[order]
+        change[1:] |= ordered[1:] != ordered[:-1]
+    return order, np.flatnonzero(change)
 
 
 # --- Aggregate ------------------------------------------------------------------------------
-
-
-def partial_stats(element: tuple[tuple, list[Decimal]]) -> tuple[tuple, list]:
-    """(window key, amounts) -> (window key, TransactionStatsFn accumulator of them)."""
-    key, amounts = element
-    return key, TransactionStatsFn.accumulate(amounts)
 
 
 class MergeSessionsFn(beam.CombineFn):
@@ -387,9 +435,9 @@ class BatchedStats:
 
     def expand(self, messages):
         parse = ParseBatchFn(self.buckets, self.breakdown)
-        # KV[int, Chunk]: chunks cross the shuffle with ChunkCoder, one pickle per chunk
+        # KV[int, bytes]: chunks cross the shuffle encoded (Chunk.encode)
         parsed = messages | "Parse" >> beam.ParDo(parse).with_output_types(
-            KV[int, Chunk]).with_outputs(DEAD_LETTERS, main="valid")
+            KV[int, bytes]).with_outputs(DEAD_LETTERS, main="valid")
         unique = parsed.valid | "Dedupe" >> _Dedupe()
         rows = (unique
                 | "Window" >> beam.ParDo(CutWindowsFn(self.spec, None))
@@ -415,8 +463,7 @@ class _Aggregate(beam.PTransform):
         super().__init__()
         self.spec, self.breakdown = spec, breakdown
 
-    def expand(self, parts):
-        accumulators = parts | "PartialStats" >> beam.Map(partial_stats)
+    def expand(self, accumulators):
         if self.spec.window_fn().is_merging():
             stats = (accumulators
                      | "MergeSessions" >> beam.CombineGlobally(MergeSessionsFn(self.spec))

@@ -155,7 +155,7 @@ def _kind(value: object) -> str:
     )
 
 
-class Message(msgspec.Struct):
+class Message(msgspec.Struct, gc=False):
     """The message as a schema: what msgspec checks while it decodes (JSON syntax, UTF-8, field
     presence and types). ``amount`` stays raw JSON so its digits are read exactly and a quoted
     amount is refused; unknown fields are ignored."""
@@ -179,6 +179,16 @@ _NOT_A_NUMBER = {ord("n"): None, ord('"'): "string", ord("t"): "boolean", ord("f
 
 def parse_message(raw: bytes | str) -> Transaction:
     """Validate one message; raise :class:`ContractError` saying why it breaks the contract."""
+    message, amount, moment = judge(raw)
+    return Transaction(message.transaction_id, amount, moment, message.user_id,
+                       message.merchant_id, message.category, message.country,
+                       message.payment_method, message.currency)
+
+
+def judge(raw: bytes | str) -> tuple[Message, Decimal, datetime]:
+    """The verdict of :func:`parse_message` without building its Transaction: the decoded
+    message (its ``transaction_id`` and optional fields), the amount and the UTC event time.
+    A batched consumer reads the fields it needs from these."""
     # msgspec checks the UTF-8 of the fields it reads, not of those it skips; ASCII (most
     # messages) is UTF-8 by definition and needs no second look.
     if type(raw) is bytes and not raw.isascii():
@@ -209,9 +219,7 @@ def parse_message(raw: bytes | str) -> Transaction:
         number = Decimal(raw_amount.decode())
     except InvalidOperation:  # not reachable for valid JSON numbers; kept as a guard
         raise ContractError(Reason.INVALID_AMOUNT, "amount is not a number") from None
-    return Transaction(tx_id, check_amount(number), parse_timestamp(message.timestamp),
-                       message.user_id, message.merchant_id, message.category, message.country,
-                       message.payment_method, message.currency)
+    return message, check_amount(number), parse_timestamp(message.timestamp)
 
 
 def _diagnose(raw: bytes | str, error: Exception) -> ContractError:

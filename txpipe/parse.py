@@ -44,16 +44,27 @@ def stamped(row: dict) -> TimestampedValue:
 def checked(raw) -> tuple[Transaction | None, Reason | None, TimestampedValue | None]:
     """One message -> ``(transaction, None, None)``, or ``(None, reason, dead letter)``: the
     one place a message is judged, for both routes — a bug included, nothing is lost."""
-    if not isinstance(raw, (bytes, str)):
-        # A PubsubMessage when the source keeps attributes: the payload is what we validate.
-        raw = getattr(raw, "data", raw)
+    raw = payload(raw)
     try:
         return parse_message(raw), None, None
-    except ContractError as exc:
+    except Exception as exc:
+        return None, *rejected(raw, exc)
+
+
+def payload(raw):
+    """What is validated: the message, or its payload when the source keeps attributes (a
+    PubsubMessage)."""
+    return raw if isinstance(raw, (bytes, str)) else getattr(raw, "data", raw)
+
+
+def rejected(raw, exc: Exception) -> tuple[Reason, TimestampedValue]:
+    """The reason and dead letter of a message whose judging raised ``exc``: the contract's
+    verdict, or — a bug here must not lose the message either — malformed_json saying so."""
+    if isinstance(exc, ContractError):
         reason, text = exc.reason, str(exc)
-    except Exception as exc:  # a bug here must not lose the message either
+    else:
         reason, text = Reason.MALFORMED_JSON, f"unparseable: {type(exc).__name__}: {exc}"
-    return None, reason, stamped(dead_letter(reason, text, raw))
+    return reason, stamped(dead_letter(reason, text, raw))
 
 
 class ParseFn(beam.DoFn):

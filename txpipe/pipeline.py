@@ -27,7 +27,7 @@ from txpipe.dedupe import DropDuplicates
 from txpipe.dedupe import for_source as dedupe_for_source
 from txpipe.parse import DEAD_LETTERS, VALID, ParseTransactions
 from txpipe.sinks import IdentifyDeadLetters, RunIdentity, Sink
-from txpipe.sources import Source
+from txpipe.sources import Source, read_of
 from txpipe.windowing import WindowSpec, WindowTransactions
 
 
@@ -139,7 +139,8 @@ def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, 
         streaming = pipeline.options.view_as(StandardOptions).streaming
         dedupe = dedupe_for_source(source, settings.dedupe_horizon_seconds, streaming, buckets)
     run = RunIdentity.for_run(settings, source, breakdown)
-    messages = pipeline | "Read" >> source.transform()
+    # the batched route takes blocks of messages where the source has them
+    messages = pipeline | "Read" >> read_of(source, blocks=route is Route.BATCHED)
     result = messages | "TransactionStats" >> TransactionStats.from_settings(
         settings, breakdown, dedupe, route, buckets)
     dead = [result.dead_letters, result.windows | "WriteWindows" >> sink.windows(run)]

@@ -26,7 +26,10 @@ class Source(Protocol):
     """Where raw messages come from: a transform from the pipeline's start to messages (bytes
     or str, or PubsubMessage), whether the input is unbounded, how long the read itself drops
     repeated transaction ids (0: it does not; txpipe.dedupe) and the input's size, if known
-    (for sizing a batched route's shuffle)."""
+    (for sizing a batched route's shuffle).
+
+    A bounded source may also have ``blocks()``: the same messages, a list of them per
+    element, for a batched consumer (:func:`read_of`)."""
 
     streaming: bool
     dedupe_seconds: int
@@ -34,6 +37,12 @@ class Source(Protocol):
     def transform(self) -> beam.PTransform: ...
 
     def estimated_bytes(self) -> int | None: ...
+
+
+def read_of(source: Source, blocks: bool = False) -> beam.PTransform:
+    """The read of ``source``: its messages, or with ``blocks`` lists of them where the source
+    can cut its input into blocks (a consumer of blocks takes single messages too)."""
+    return source.blocks() if blocks and hasattr(source, "blocks") else source.transform()
 
 
 #: Dataflow's window for deduplicating Pub/Sub messages by their id attribute.
@@ -85,6 +94,9 @@ class FileSource:
     def transform(self) -> beam.PTransform:
         return _ReadLines(self.pattern)
 
+    def blocks(self) -> beam.PTransform:
+        return _ReadLines(self.pattern, blocks=True)
+
     def estimated_bytes(self) -> int | None:
         """The matched files' size (compressed), for sizing a batched route's shuffle."""
         try:
@@ -102,9 +114,9 @@ class _ReadLines(beam.PTransform):
     ReadAllFromText's plain DoFns instead, which every runner supports.
     """
 
-    def __init__(self, pattern: str):
+    def __init__(self, pattern: str, blocks: bool = False):
         super().__init__()
-        self.pattern = pattern
+        self.pattern, self.blocks = pattern, blocks
 
     def expand(self, pbegin):
         coder = beam.coders.BytesCoder()
@@ -116,7 +128,7 @@ class _ReadLines(beam.PTransform):
                 | "Pattern" >> beam.Create([self.pattern])
                 | "Ranges" >> beam.FlatMap(_ranges, RANGE_BYTES)
                 | "Spread" >> beam.Reshuffle()
-                | "ReadRanges" >> beam.ParDo(_ReadRangeFn(BLOCK_BYTES)))
+                | "ReadRanges" >> beam.ParDo(_ReadRangeFn(BLOCK_BYTES, self.blocks)))
 
 
 #: A batch replay reads files in byte ranges of RANGE_BYTES (shuffled, so workers share a big
@@ -143,38 +155,57 @@ class _ReadRangeFn(beam.DoFn):
     """The lines that start inside a byte range (a line crossing its end is read whole),
     split on ``\n`` with a trailing ``\r`` removed, as ReadFromText does.
 
-    Lines leave one by one: a batched consumer (the batched route's Parse) gets them in
-    batches from Beam itself, which costs no more here than yielding batches would, and runs on
-    every runner (the DirectRunner's bundle-based executor has no batches).
+    ``blocks``: each block's lines leave as one list — a batched consumer (the batched route's
+    Parse) iterates them itself, and Beam's work per element is paid once per block instead
+    of once per line.
     """
 
-    def __init__(self, block_bytes: int):
-        self._block = block_bytes
+    def __init__(self, block_bytes: int, blocks: bool = False):
+        self._block, self._blocks = block_bytes, blocks
 
     def infer_output_type(self, input_type):
-        return bytes
+        return list[bytes] if self._blocks else bytes
 
-    def process(self, element: tuple[str, int, int]) -> Iterator[bytes]:
+    def process(self, element: tuple[str, int, int]) -> Iterator[bytes | list[bytes]]:
+        if self._blocks:
+            return self.blocks(element)
+        return (line for block in self.blocks(element) for line in block)
+
+    def blocks(self, element: tuple[str, int, int]) -> Iterator[list[bytes]]:
         path, start, end = element
         with FileSystems.open(path) as f:  # decompresses .gz / .bz2 ... (read whole)
             if start:
                 f.seek(start - 1)
                 f.readline()  # the line under way at ``start`` belongs to the range before
-            pos = f.tell() if start else 0
+            pos = f.tell() if start else 0  # where ``data`` starts in the file
             tail = b""
             while end < 0 or pos < end:
                 block = f.read(self._block)
                 if not block:
                     if tail:  # the file's last line, without a newline
-                        yield tail[:-1] if tail.endswith(b"\r") else tail
+                        yield _lines(tail)
                     return
-                lines = (tail + block).split(b"\n")
-                tail = lines.pop()
-                for line in lines:
-                    if 0 <= end <= pos:
+                data = tail + block
+                if 0 <= end <= pos + len(data):
+                    # the first newline from the range's last byte on ends its last line
+                    last = data.find(b"\n", end - pos - 1)
+                    if last >= 0:
+                        yield _lines(data[:last])
                         return
-                    pos += len(line) + 1
-                    yield line[:-1] if line.endswith(b"\r") else line
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    tail = data
+                    continue
+                yield _lines(data[:cut])
+                tail, pos = data[cut + 1:], pos + cut + 1
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """``data`` split on ``\n``, each line's trailing ``\r`` removed."""
+    lines = data.split(b"\n")
+    if b"\r" in data:
+        return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    return lines
 
 
 @dataclass(frozen=True)
@@ -187,6 +218,9 @@ class MessagesSource:
 
     def transform(self) -> beam.PTransform:
         return _CreateMessages(self.messages)
+
+    def blocks(self) -> beam.PTransform:
+        return _CreateMessages(self.messages, blocks=True)
 
     def estimated_bytes(self) -> int:
         return sum(len(m) for m in self.messages)
@@ -218,32 +252,35 @@ class _CreateMessages(beam.PTransform):
     big in-memory inputs are for local runners (tests, notebooks), not remote workers.
     """
 
-    def __init__(self, messages: tuple):
+    def __init__(self, messages: tuple, blocks: bool = False):
         super().__init__()
-        self.messages = messages
+        self.messages, self.blocks = messages, blocks
 
     def expand(self, pbegin):
         blob = zlib.compress(pickle.dumps(list(self.messages), pickle.HIGHEST_PROTOCOL), 1)
-        if len(blob) > INLINE_BYTES:
-            return (pbegin
-                    | "Create" >> beam.Create([_spill(blob)], reshuffle=False)
-                    | "Unpack" >> beam.FlatMap(_unpack_file))
+        spilled = len(blob) > INLINE_BYTES
         return (pbegin
-                | "Create" >> beam.Create([blob], reshuffle=False)
-                | "Unpack" >> beam.FlatMap(_unpack))
+                | "Create" >> beam.Create([_spill(blob) if spilled else blob], reshuffle=False)
+                | "Unpack" >> beam.FlatMap(_unpack, spilled,
+                                           BLOCK_MESSAGES if self.blocks else 0))
 
 
 #: In-memory inputs whose compressed form is bigger than this travel as a temporary file.
 INLINE_BYTES = 256 << 10
+#: Messages per element of an in-memory input read as blocks.
+BLOCK_MESSAGES = 4096
 
 
-def _unpack(blob: bytes) -> list:
-    return pickle.loads(zlib.decompress(blob))
-
-
-def _unpack_file(path: str) -> list:
-    with open(path, "rb") as f:
-        return _unpack(f.read())
+def _unpack(blob_or_path: bytes | str, spilled: bool, block: int) -> list:
+    """The messages of a blob (or of the file it was spilled to), or lists of ``block`` of
+    them."""
+    if spilled:
+        with open(blob_or_path, "rb") as f:
+            blob_or_path = f.read()
+    messages = pickle.loads(zlib.decompress(blob_or_path))
+    if not block:
+        return messages
+    return [messages[i:i + block] for i in range(0, len(messages), block)]
 
 
 def _spill(blob: bytes) -> str:
