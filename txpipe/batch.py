@@ -106,6 +106,9 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def columns(self) -> list[list]:
+        return [self.ids, self.amounts, self.micros, *([] if self.dims is None else [self.dims])]
+
     def extend(self, other: Chunk) -> None:
         self.ids += other.ids
         self.amounts += other.amounts
@@ -171,8 +174,8 @@ class ParseBatchFn(beam.DoFn):
         self._dead: Counter = Counter()
 
     def process(self, element) -> Iterator[Any]:
-        chunks, buckets, breakdown = self._chunks, self._buckets, self._breakdown
-        valid = 0
+        breakdown = self._breakdown
+        ids, amounts, moments, dims = [], [], [], [] if breakdown else None
         for raw in element if type(element) is list else (element,):
             if type(raw) is not bytes:
                 raw = payload(raw)
@@ -183,22 +186,33 @@ class ParseBatchFn(beam.DoFn):
                 self._dead[reason] += 1
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
                 continue
-            tx_id = message.transaction_id
-            # crc32, not hash(): str hashes differ between worker processes
-            bucket = zlib.crc32(tx_id.encode()) % buckets
-            chunk = chunks.get(bucket)
-            if chunk is None:
-                chunk = chunks[bucket] = Chunk(dims=[] if breakdown else None)
-            chunk.ids.append(tx_id)
-            chunk.amounts.append(str(amount))
-            chunk.micros.append((moment - EPOCH) // _MICROSECOND)  # contract.to_micros
+            ids.append(message.transaction_id)
+            amounts.append(amount)
+            moments.append(moment)
             if breakdown:
-                chunk.dims.append(getattr(message, breakdown) or "")
-            valid += 1
-            if len(chunk.ids) >= self._chunk_size:
-                del chunks[bucket]
+                dims.append(getattr(message, breakdown) or "")
+        if ids:
+            self._valid += len(ids)
+            micros = [(moment - EPOCH) // _MICROSECOND for moment in moments]  # to_micros
+            yield from self._hold(Chunk(ids, list(map(str, amounts)), micros, dims))
+
+    def _hold(self, block: Chunk) -> Iterator[tuple[int, bytes]]:
+        """Adds a block's transactions to the chunks of their buckets; sends on full ones."""
+        # crc32, not hash(): str hashes differ between worker processes
+        buckets = np.array([zlib.crc32(i.encode()) for i in block.ids], dtype=np.int64)
+        buckets %= self._buckets
+        order, starts = _runs([buckets])
+        columns = [_ordered(column, order) for column in block.columns()]
+        ends = [*starts[1:].tolist(), len(order)]
+        for first, end in zip(starts.tolist(), ends, strict=True):
+            bucket = int(buckets[order[first]])
+            chunk = self._chunks.get(bucket)
+            if chunk is None:
+                chunk = self._chunks[bucket] = Chunk(dims=None if block.dims is None else [])
+            chunk.extend(Chunk(*(column[first:end] for column in columns)))
+            if len(chunk) >= self._chunk_size:
+                del self._chunks[bucket]
                 yield bucket, chunk.encode()
-        self._valid += valid
 
     def finish_bundle(self):
         chunks, self._chunks = self._chunks, {}
