@@ -20,7 +20,7 @@ from txpipe.windowing import WindowSpec
 
 
 @pytest.mark.parametrize("compress", [False, True])
-def test_the_block_reader_yields_the_lines_of_read_from_text(tmp_path, compress):
+def test_the_block_reader_yields_the_lines_of_read_from_text_one_by_one_or_in_blocks(tmp_path, compress):
     rng = random.Random(3)
     for trial in range(100):
         lines = [bytes(rng.choice(b"ab{}\xff") for _ in range(rng.randrange(10)))
@@ -35,9 +35,14 @@ def test_the_block_reader_yields_the_lines_of_read_from_text(tmp_path, compress)
         path = tmp_path / (f"{trial}.txt.gz" if compress else f"{trial}.txt")
         path.write_bytes(gzip.compress(data) if compress else data)
         for range_bytes in (1, 5, 1 << 20):
+            block_bytes = rng.choice([1, 3, 64])
             got = [line for r in _ranges(str(path), range_bytes)
-                   for line in _ReadRangeFn(rng.choice([1, 3, 64])).process(r)]
+                   for line in _ReadRangeFn(block_bytes).process(r)]
             assert got == expected, (data, range_bytes)
+            blocks = [block for r in _ranges(str(path), range_bytes)
+                      for block in _ReadRangeFn(block_bytes, blocks=True).process(r)]
+            assert all(isinstance(block, list) and block for block in blocks)
+            assert [line for block in blocks for line in block] == expected
 
 
 def settings(**overrides):

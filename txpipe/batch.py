@@ -38,6 +38,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import zstandard
 from apache_beam.coders import Coder, registry
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
@@ -91,8 +92,10 @@ class Chunk:
     writes it), event micros, dimension values.
 
     A chunk crosses the shuffle as the bytes of :meth:`encode` — one pickle, run without its
-    memo (which only slows down millions of small strings), micros as 8-byte integers — so
-    a runner that holds the shuffle in memory holds compact bytes, not Python objects.
+    memo (which only slows down millions of small strings), micros as 8-byte integers,
+    compressed by zstd at its fastest level (to about half, for a fraction of a microsecond
+    per transaction) — so a runner that holds the shuffle in memory, as the local ones do,
+    holds compact bytes, not Python objects.
     """
 
     __slots__ = ("ids", "amounts", "micros", "dims")
@@ -121,11 +124,11 @@ class Chunk:
         pickler = pickle.Pickler(out, pickle.HIGHEST_PROTOCOL)
         pickler.fast = True
         pickler.dump((self.ids, self.amounts, array("q", self.micros).tobytes(), self.dims))
-        return out.getvalue()
+        return zstandard.ZstdCompressor(level=1).compress(out.getbuffer())
 
     @classmethod
     def decode(cls, encoded: bytes) -> Chunk:
-        ids, amounts, micros, dims = pickle.loads(encoded)
+        ids, amounts, micros, dims = pickle.loads(zstandard.ZstdDecompressor().decompress(encoded))
         return cls(ids, amounts, array("q", micros).tolist(), dims)
 
 
