@@ -7,6 +7,7 @@ before the shuffle (:class:`PrecombineFn`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal, localcontext
 
@@ -42,13 +43,20 @@ class TransactionStatsFn(beam.CombineFn):
 
     @staticmethod
     def accumulate(amounts: list[Decimal]) -> Accumulator:
-        """The accumulator of many amounts at once (what add_input would reach one by one):
-        the batched route folds a chunk's part of a window with it."""
+        """The accumulator of many amounts at once (what add_input would reach one by one)."""
         if not amounts:
             return [0, money.ZERO, None, None]
+        return next(TransactionStatsFn.accumulate_runs(amounts, [0], [len(amounts)]))
+
+    @staticmethod
+    def accumulate_runs(amounts: list[Decimal], starts: list[int], ends: list[int]
+                        ) -> Iterator[Accumulator]:
+        """The accumulator of each non-empty run ``amounts[start:end]``: the batched route folds
+        a chunk's part of each window with it."""
         with localcontext(money.CONTEXT):  # sum() then adds in the 38-digit context
-            total = sum(amounts, money.ZERO)
-        return [len(amounts), total, min(amounts), max(amounts)]
+            for start, end in zip(starts, ends, strict=True):
+                run = amounts[start:end]
+                yield [end - start, sum(run, money.ZERO), min(run), max(run)]
 
     def merge_accumulators(self, accumulators) -> Accumulator:
         merged = self.create_accumulator()

@@ -302,8 +302,10 @@ class CutWindowsFn(beam.DoFn):
     window part the chunk holds.
 
     The chunk is sorted once by stretch of time (and dimension value), each run of equal keys
-    folded into one TransactionStatsFn accumulator, and that accumulator sent to each window
-    of its stretch. Sessions cannot be assigned a transaction at a time: a chunk's
+    folded into one TransactionStatsFn accumulator, and that accumulator merged into each
+    window of its stretch; a bundle's window parts leave when it ends (Beam's own combiner
+    lifting would merge them there, at a cost per part). Sessions cannot be assigned a
+    transaction at a time: a chunk's
     transactions are merged into the sessions they make among themselves (as the Sessions
     WindowFn merges the windows ``[t, t + gap)`` that overlap), and the parts are merged
     across chunks in Aggregate.
@@ -316,6 +318,15 @@ class CutWindowsFn(beam.DoFn):
         self._window_fn = self._spec.window_fn()
         self._merging = self._window_fn.is_merging()
         self._assign = None if self._merging else WindowAssigner(self._window_fn)
+        self._stats = TransactionStatsFn()
+
+    def start_bundle(self):
+        self._parts: dict[tuple, list] = {}
+
+    def finish_bundle(self):
+        parts, self._parts = self._parts, {}
+        for key, acc in parts.items():
+            yield WindowedValue((key, acc), Timestamp(micros=0), (GlobalWindow(),))
 
     def process(self, chunk: Chunk) -> Iterator[tuple[tuple, list]]:
         if not len(chunk):
@@ -332,26 +343,30 @@ class CutWindowsFn(beam.DoFn):
             columns.append(np.array([codes.setdefault(d, len(codes)) for d in chunk.dims]))
             values = list(codes)
         order, starts = _runs(columns)
-        amounts = _ordered(chunk.amounts, order)
-        micros = micros[order]
-        code = None if values is None else columns[1][order]
-        ends = [*starts[1:].tolist(), len(amounts)]
-        for first, end in zip(starts.tolist(), ends, strict=True):
-            acc = TransactionStatsFn.accumulate(list(map(Decimal, amounts[first:end])))
-            for bounds in assign(int(micros[first])):
-                yield (bounds if values is None else (*bounds, values[code[first]])), list(acc)
+        amounts = list(map(Decimal, _ordered(chunk.amounts, order)))
+        starts = starts.tolist()
+        firsts = micros[order][starts].tolist()
+        codes = None if values is None else columns[1][order][starts].tolist()
+        accumulators = TransactionStatsFn.accumulate_runs(amounts, starts,
+                                                          [*starts[1:], len(amounts)])
+        parts, merge = self._parts, self._stats.merge_accumulators
+        for run, acc in enumerate(accumulators):
+            for bounds in assign(firsts[run]):
+                key = bounds if codes is None else (*bounds, values[codes[run]])
+                part = parts.get(key)
+                parts[key] = list(acc) if part is None else merge([part, acc])
 
     def _sessions(self, chunk: Chunk, micros) -> Iterator[tuple[tuple, list]]:
         gap = self._window_fn.gap_size.micros
         order = np.argsort(micros, kind="stable")
-        amounts = _ordered(chunk.amounts, order)
+        amounts = list(map(Decimal, _ordered(chunk.amounts, order)))
         t = micros[order]
         # sorted, [t, t + gap) overlaps the session so far unless t >= the previous t + gap
         starts = [0, *(np.flatnonzero(np.diff(t) >= gap) + 1).tolist()]
         ends = [*starts[1:], len(amounts)]
-        for first, end in zip(starts, ends, strict=True):
-            yield ((int(t[first]), int(t[end - 1]) + gap),
-                   TransactionStatsFn.accumulate(list(map(Decimal, amounts[first:end]))))
+        bounds = zip(t[starts].tolist(), (t[[e - 1 for e in ends]] + gap).tolist(), strict=True)
+        yield from zip(bounds, TransactionStatsFn.accumulate_runs(amounts, starts, ends),
+                       strict=True)
 
 
 def _ordered(values: list, order) -> list:
