@@ -28,7 +28,6 @@ from __future__ import annotations
 import io
 import math
 import pickle
-import zlib
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -55,6 +54,7 @@ from txpipe.aggregate import (
     window_row,
 )
 from txpipe.contract import EPOCH, from_micros, judge
+from txpipe.dedupe import bucket_of, first_deliveries
 from txpipe.parse import DEAD_LETTERS, payload, rejected
 from txpipe.windowing import WindowSpec
 
@@ -201,9 +201,8 @@ class ParseBatchFn(beam.DoFn):
 
     def _hold(self, block: Chunk) -> Iterator[tuple[int, bytes]]:
         """Adds a block's transactions to the chunks of their buckets; sends on full ones."""
-        # crc32, not hash(): str hashes differ between worker processes
-        buckets = np.array([zlib.crc32(i.encode()) for i in block.ids], dtype=np.int64)
-        buckets %= self._buckets
+        n = self._buckets
+        buckets = np.array([bucket_of(i, n) for i in block.ids], dtype=np.int64)
         order, starts = _runs([buckets])
         columns = [_ordered(column, order) for column in block.columns()]
         ends = [*starts[1:].tolist(), len(order)]
@@ -242,22 +241,11 @@ class FirstDeliveryFn(beam.DoFn):
         seen: set[str] = set()
         out: Chunk | None = None
         for chunk in map(Chunk.decode, encoded):
-            ids, n = chunk.ids, len(chunk.ids)
             if out is None:
                 out = Chunk(dims=None if chunk.dims is None else [])
-            # id -> index of its first copy in the chunk (later copies are written first, so
-            # the first one's index is what stays), minus ids an earlier chunk delivered
-            first = dict(zip(reversed(ids), range(n - 1, -1, -1), strict=True))
-            if seen:
-                first = {i: k for i, k in first.items() if i not in seen}
-            seen.update(first)
-            if len(first) == n:
-                out.extend(chunk)
-            elif first:
-                keep = sorted(first.values())
-                out.extend(Chunk([ids[k] for k in keep], [chunk.amounts[k] for k in keep],
-                                 [chunk.micros[k] for k in keep],
-                                 None if chunk.dims is None else [chunk.dims[k] for k in keep]))
+            keep = first_deliveries(chunk.ids, seen)
+            out.extend(chunk if keep is None else
+                       Chunk(*([column[k] for k in keep] for column in chunk.columns())))
         self._unique.inc(len(seen))
         if out is not None:
             yield out

@@ -134,6 +134,24 @@ registry.register_coder(Deliveries, DeliveriesCoder)
 DELIVERIES_SIZE = 20_000
 
 
+def bucket_of(transaction_id: str, buckets: int) -> int:
+    """The shuffle bucket of an id, where all its copies meet: crc32, not hash() — str hashes
+    differ between worker processes."""
+    return zlib.crc32(transaction_id.encode()) % buckets
+
+
+def first_deliveries(ids: list[str], seen: set[str]) -> list[int] | None:
+    """Indexes (in order) of the first copy of each id in ``ids`` that ``seen`` does not hold
+    yet, which then holds them too; None when that is every index."""
+    # id -> index of its first copy (later copies are written first, so the first one's index
+    # is what stays), minus the ids seen before
+    first = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
+    for repeated in first.keys() & seen:
+        del first[repeated]
+    seen.update(first)
+    return None if len(first) == len(ids) else sorted(first.values())
+
+
 class BucketByIdFn(beam.DoFn):
     """Transactions -> (bucket of their id, Deliveries), a list per bucket and bundle."""
 
@@ -144,8 +162,7 @@ class BucketByIdFn(beam.DoFn):
         self._lists: dict[int, Deliveries] = {}
 
     def process(self, tx, timestamp=beam.DoFn.TimestampParam):
-        # crc32, not hash(): str hashes differ between worker processes
-        bucket = zlib.crc32(tx.transaction_id.encode()) % self._buckets
+        bucket = bucket_of(tx.transaction_id, self._buckets)
         found = self._lists.get(bucket)
         if found is None:
             found = self._lists[bucket] = Deliveries()
@@ -172,10 +189,10 @@ class FirstOfBucketFn(beam.DoFn):
         seen: set[str] = set()
         window = (GlobalWindow(),)
         for found in element[1]:
-            for tx, micros in zip(found.transactions, found.micros, strict=True):
-                if tx.transaction_id not in seen:
-                    seen.add(tx.transaction_id)
-                    yield WindowedValue(tx, Timestamp(micros=micros), window)
+            txs, micros = found.transactions, found.micros
+            keep = first_deliveries([tx.transaction_id for tx in txs], seen)
+            for k in range(len(txs)) if keep is None else keep:
+                yield WindowedValue(txs[k], Timestamp(micros=micros[k]), window)
         self._unique.inc(len(seen))
 
 
