@@ -3,6 +3,7 @@ amounts, and a parse pipeline that keeps every broken input (none crashes, none 
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -242,3 +243,54 @@ def test_the_amount_check_is_the_contracts_rule(amount):
         verdict = next(k for k in ("finite", "> 0", "significant digits", "decimal places")
                        if k in str(exc))
     assert verdict == expected, amount
+
+
+_JSON_VALUES = st.one_of(
+    st.none(), st.booleans(), st.text(max_size=6).map(json.dumps),
+    st.integers(-10**30, 10**30).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.builds(lambda digits, exponent, e: f"{digits}{e}{exponent}",
+              st.integers(-10**18, 10**18), st.integers(-400, 400), st.sampled_from("eE")),
+    st.builds(lambda whole, frac: f"{whole}.{frac}", st.integers(-10**9, 10**9),
+              st.text("0123456789", min_size=1, max_size=20)),
+    st.sampled_from(["[1]", "{}", '{"a": 1.5}', "[]", '"12.5"', "-0", "0.0", "1e-9", "1E+2"]),
+).map(lambda v: "null" if v is None else ("true" if v is True else
+                                           ("false" if v is False else v)))
+_TIMESTAMPS = st.one_of(
+    st.sampled_from(["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123456+02:00",
+                     "2026-11-27 10:00:00.1234567-05:30", "2026-11-27T10:00:00",
+                     "2026-11-27t10:00:00z", "0001-01-01T00:00:00+01:00", "garbage"]),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+).map(json.dumps)
+
+
+@given(amount=_JSON_VALUES, timestamp=st.one_of(_TIMESTAMPS, _JSON_VALUES),
+       tx_id=st.one_of(st.text(max_size=8).map(json.dumps), _JSON_VALUES),
+       category=st.one_of(st.just(None), _JSON_VALUES), spacing=st.sampled_from(["", " ", "\n"]),
+       order=st.permutations(range(4)))
+@settings(max_examples=500, deadline=None)
+def test_the_schema_decides_as_the_contract_reads_field_by_field(amount, timestamp, tx_id,
+                                                                 category, spacing, order):
+    """Any spelling a producer may send, decoded by the schema (msgspec, in C) or read by the
+    standard library and checked field by field: the same verdict, the same amount to the
+    digit and the same instant."""
+    from txpipe.contract import ContractError, _check_fields, parse_amount, parse_timestamp
+
+    fields = [("transaction_id", tx_id), ("amount", amount), ("timestamp", timestamp),
+              ("category", category)]
+    fields = [fields[i] for i in order if fields[i][1] is not None]
+    raw = ("{" + f",{spacing}".join(f'"{k}":{spacing}{v}' for k, v in fields) + "}").encode()
+    verdict = validate(raw)
+    obj = json.loads(raw, parse_int=Decimal, parse_float=Decimal)
+    try:
+        _check_fields(obj)
+        expected = None
+    except ContractError as exc:
+        expected = exc.reason
+    if expected is None:
+        assert not isinstance(verdict, Invalid), (raw, verdict)
+        assert verdict.amount == parse_amount(obj["amount"]), raw
+        assert str(verdict.amount) == str(obj["amount"]), raw  # the digits as written
+        assert verdict.event_time == parse_timestamp(obj["timestamp"]), raw
+    else:
+        assert isinstance(verdict, Invalid) and verdict.reason is expected, (raw, verdict)
