@@ -12,13 +12,14 @@ Writes one JSON object per window to OUTPUT and prints ``read= valid= unique= de
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import numpy as np
 import pandas as pd
 from pandas.api.types import infer_dtype
+
+from benchmarks import baseline_args
 
 REQUIRED = ["transaction_id", "amount", "timestamp"]
 OPTIONAL = ["user_id", "merchant_id", "category", "country", "payment_method", "currency"]
@@ -98,11 +99,7 @@ def window_stats(valid: pd.DataFrame, window_seconds: int = 30) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.baseline_pandas")
-    parser.add_argument("input")
-    parser.add_argument("output")
-    parser.add_argument("--window-size", type=int, default=30)
-    args = parser.parse_args(argv)
+    args = baseline_args.parse("baseline_pandas", argv)
     df, bad = load(args.input)
     valid = validate(df)
     stats = window_stats(valid, args.window_size)

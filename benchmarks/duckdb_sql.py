@@ -9,10 +9,11 @@ OUTPUT and prints ``read= valid= unique= dead=``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import duckdb
+
+from benchmarks import baseline_args
 
 QUERY = """
 CREATE TEMP TABLE valid AS
@@ -33,11 +34,7 @@ GROUP BY window_start_time ORDER BY window_start_time;
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.duckdb_sql")
-    parser.add_argument("input")
-    parser.add_argument("output")
-    parser.add_argument("--window-size", type=int, default=30)
-    args = parser.parse_args(argv)
+    args = baseline_args.parse("duckdb_sql", argv)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     statements = [s for s in QUERY.split(";") if s.strip()]

@@ -8,20 +8,17 @@ Writes one JSON object per window to OUTPUT and prints ``read= valid= unique= de
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from datetime import datetime
 
 import pandas as pd
 
+from benchmarks import baseline_args
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.plain_pandas")
-    parser.add_argument("input")
-    parser.add_argument("output")
-    parser.add_argument("--window-size", type=int, default=30)
-    args = parser.parse_args(argv)
+    args = baseline_args.parse("plain_pandas", argv)
     ids, amounts, seconds, read = [], [], [], 0
     with open(args.input, "rb") as lines:
         for line in lines:
