@@ -154,6 +154,9 @@ class PrecombineFn(beam.DoFn):
     do not change. Merging windows combine only within an identical proto-window: Beam drops
     an element whose own proto-window has expired before merging, so elements of different
     proto-windows must reach it apart.
+
+    It takes each element with all its windows (a transaction is in several sliding windows):
+    asking for one window would make the runner invoke it once per window.
     """
 
     #: Entries kept before flushing mid-bundle (Beam's lifting flushes too): memory bound.
@@ -163,22 +166,31 @@ class PrecombineFn(beam.DoFn):
         self._key_fn = key_fn
         self._stats = TransactionStatsFn()
 
+    #: Combines an entry's timestamps (None: the accumulator takes its window's end).
+    _combine = None
+
     def start_bundle(self):
         self._table: dict = {}
 
-    def process(self, tx, win=beam.DoFn.WindowParam):
-        key = (win, self._key_fn(tx, win))
-        acc = self._table.get(key)
-        if acc is None:
-            if len(self._table) >= self.MAX_ENTRIES:
-                yield from self.finish_bundle()
-            acc = self._table[key] = self._stats.create_accumulator()
-        self._stats.add_input(acc, tx.amount)
+    def process(self, tx, windowed=beam.DoFn.WindowedValueParam):
+        for win in windowed.windows:
+            key = (win, self._key_fn(tx, win))
+            entry = self._table.get(key)
+            if entry is None:
+                if len(self._table) >= self.MAX_ENTRIES:
+                    yield from self.finish_bundle()
+                entry = self._table[key] = [self._stats.create_accumulator(), windowed.timestamp]
+            elif self._combine is not None:
+                entry[1] = self._combine(entry[1], windowed.timestamp)
+            self._stats.add_input(entry[0], tx.amount)
 
     def finish_bundle(self):
         table, self._table = self._table, {}
-        for (win, key), acc in table.items():
-            yield WindowedValue((key, acc), win.max_timestamp(), (win,))
+        for (win, key), (acc, timestamp) in table.items():
+            yield WindowedValue((key, acc), self._timestamp(win, timestamp), (win,))
+
+    def _timestamp(self, win, timestamp):
+        return win.max_timestamp()
 
 
 class PrecombineTimedFn(PrecombineFn):
@@ -193,21 +205,8 @@ class PrecombineTimedFn(PrecombineFn):
         self._combine = TimestampCombiner.get_impl(self._timestamp_combiner,
                                                    self._window_fn).combine
 
-    def process(self, tx, win=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-        key = (win, self._key_fn(tx, win))
-        entry = self._table.get(key)
-        if entry is None:
-            if len(self._table) >= self.MAX_ENTRIES:
-                yield from self.finish_bundle()
-            entry = self._table[key] = [self._stats.create_accumulator(), timestamp]
-        else:
-            entry[1] = self._combine(entry[1], timestamp)
-        self._stats.add_input(entry[0], tx.amount)
-
-    def finish_bundle(self):
-        table, self._table = self._table, {}
-        for (win, key), (acc, timestamp) in table.items():
-            yield WindowedValue((key, acc), timestamp, (win,))
+    def _timestamp(self, win, timestamp):
+        return timestamp
 
 
 def combine_transactions(transactions, key_fn, label: str = "Combine"):
