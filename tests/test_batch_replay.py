@@ -13,16 +13,9 @@ from decimal import Decimal
 
 import apache_beam as beam
 import pytest
+import recount
 from collect import Outputs
-from recount import (
-    AWKWARD_AMOUNTS,
-    BASE,
-    Tx,
-    assert_windows_match,
-    bad_records,
-    expected_payload,
-    spell_message,
-)
+from recount import Tx
 
 from txpipe import batch, metrics, sources
 from txpipe.config import Route, WindowType
@@ -34,14 +27,15 @@ from txpipe.windowing import WindowSpec
 def _replay_file(tmp_path, rng: random.Random, n: int = 3000):
     """Ground truth, and a file of it: foreign spellings, re-sends (byte for byte and
     re-spelled), every kind of bad line, unsorted over two hours, CRLF here and there."""
-    txs = [Tx(f"tx-{i}", Decimal(rng.choice(AWKWARD_AMOUNTS)) if rng.random() < 0.3
+    txs = [Tx(f"tx-{i}", Decimal(rng.choice(recount.AWKWARD_AMOUNTS)) if rng.random() < 0.3
               else Decimal(rng.randrange(1, 10**8)).scaleb(-rng.randrange(0, 10)),
-              BASE + timedelta(microseconds=rng.randrange(-3600 * 10**6, 3600 * 10**6)))
+              recount.BASE + timedelta(microseconds=rng.randrange(-3600 * 10**6, 3600 * 10**6)))
            for i in range(n)]
-    lines = [spell_message(tx, rng) for tx in txs]
+    lines = [recount.spell_message(tx, rng) for tx in txs]
     resent = rng.sample(range(n), n // 10)
-    lines += [lines[i] if rng.random() < 0.5 else spell_message(txs[i], rng) for i in resent]
-    bad = [record for record in bad_records() if b"\n" not in record[0]
+    lines += [lines[i] if rng.random() < 0.5 else recount.spell_message(txs[i], rng)
+              for i in resent]
+    bad = [record for record in recount.bad_records() if b"\n" not in record[0]
            and b"\r" not in record[0]] * 3
     lines += [raw for raw, _ in bad]
     rng.shuffle(lines)
@@ -87,10 +81,10 @@ def test_a_foreign_file_replays_exactly_in_blocks(tmp_path, monkeypatch, spec):
     result = p.result
 
     batched = Route.BATCHED.value
-    assert_windows_match(out[f"windows {batched}"], txs, spec.size_seconds, spec.kind.value,
-                         spec.period_seconds, spec.gap_seconds)
+    recount.assert_windows_match(out[f"windows {batched}"], txs, spec.size_seconds,
+                                 spec.kind.value, spec.period_seconds, spec.gap_seconds)
     assert Counter((d["reason"], d["payload"]) for d in out[f"dead {batched}"]) == Counter(
-        (reason, expected_payload(raw)) for raw, reason in bad)
+        (reason, recount.expected_payload(raw)) for raw, reason in bad)
     counters = _counters(result, f"{batched}/")
     assert counters[metrics.READ] == lines
     assert counters[metrics.UNIQUE] == len(txs)
