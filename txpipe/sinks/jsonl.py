@@ -10,11 +10,13 @@ runs are the same query as the warehouses' ``window_totals`` view, over the file
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
 
 from txpipe.schema import ANOMALIES, DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
@@ -24,10 +26,10 @@ from txpipe.sinks.identity import RunIdentity
 class WriteJsonl(beam.PTransform):
     """Rows -> files named PREFIX-<run_id>-*.jsonl.
 
-    A replay writes one set of shards for the whole run; a streaming run writes a file per
-    minute of event time, as unbounded output must be cut somewhere. Beam replaces the files
-    matching ``PREFIX-<run_id>-*-of-N<suffix>``: a rerun's own, never another run's; each table
-    has its own suffix, which keeps that from reaching another table's files.
+    A replay writes one file for the whole run, ``PREFIX-<run_id>-00000-of-00001<suffix>``,
+    which a rerun replaces (its own, never another run's; each table has its own suffix); a
+    streaming run writes a file per minute of event time, as unbounded output must be cut
+    somewhere.
     """
 
     def __init__(self, prefix: str, table: Table, streaming: bool, run: RunIdentity,
@@ -43,8 +45,10 @@ class WriteJsonl(beam.PTransform):
         lines = rows | "ToJson" >> beam.Map(self.table.to_jsonl)
         prefix = f"{self.prefix}-{self.run.run_id}"
         if not self.streaming:
-            lines | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows()) | (
-                "WriteText" >> beam.io.WriteToText(prefix, file_name_suffix=self.suffix))
+            whole = lines | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+            path = f"{prefix}-00000-of-00001{self.suffix}"  # WriteToText's name for one shard
+            rows.pipeline | "Once" >> beam.Impulse() | "WriteText" >> beam.ParDo(
+                _WriteFileFn(path), beam.pvalue.AsIter(whole))
             return None
         directory, name = os.path.split(os.path.abspath(prefix))
         lines | "PerMinute" >> beam.WindowInto(window.FixedWindows(60)) | (
@@ -54,6 +58,22 @@ class WriteJsonl(beam.PTransform):
                 shards=1,
             ))
         return None
+
+
+class _WriteFileFn(beam.DoFn):
+    """A bounded output's lines -> one file, written aside and renamed into place: what
+    WriteToText does for one shard (an empty file for no lines), in two transforms instead of
+    its twelve (each costs a replay's start-up)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, _, lines):
+        temporary = f"{self.path}.{uuid.uuid4().hex}.tmp"
+        with FileSystems.create(temporary) as f:
+            for line in lines:
+                f.write(line.encode("utf-8") + b"\n")
+        FileSystems.rename([temporary], [self.path])
 
 
 @dataclass(frozen=True)
