@@ -344,7 +344,7 @@ def execute(run: RunPlan, options: Any = None) -> RunOutcome:
 
     options = options or runners.pipeline_options(run)
     runner = options.view_as(StandardOptions).runner
-    adapter = runners.local_streaming(runner) if run.streaming else None
+    adapter = runners.local_streaming(runner, run.settings) if run.streaming else None
     with runners.outside_ipython():
         pipeline = beam.Pipeline(runner=runners.runner_for(options), options=options)
         build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,

@@ -166,6 +166,11 @@ class Settings(BaseSettings):
     warehouse_lock_wait_seconds: float = Field(
         20.0, ge=0, le=3600, description="how long `run` waits at start for another process "
         "(a notebook reading it) to let go of the DuckDB warehouse")
+    # Local only, so no flag and no Flex Template parameter: Dataflow estimates its own watermark.
+    local_estimation_band_seconds: float = Field(
+        10.0, ge=0, le=3600, allow_inf_nan=False,
+        description="how far the lab's local Pub/Sub read keeps its watermark behind the clock "
+        "once caught up (`run`, the demo, the notebooks): every window's latency floor")
 
     @model_validator(mode="after")
     def _sliding_period_fits(self) -> Settings:

@@ -131,10 +131,12 @@ def _lab() -> tuple[Any, Any]:
     return LocalStreaming, LocalBigQuery
 
 
-def local_streaming(runner: str | None):
+def local_streaming(runner: str | None, settings: Settings):
     """The lab's local-streaming adaptation for a streaming run on ``runner``, if any."""
     adapter = _lab()[0] if runner in LOCAL_RUNNERS else None
-    return adapter() if adapter is not None else None
+    if adapter is None:
+        return None
+    return adapter(band_seconds=settings.local_estimation_band_seconds)
 
 
 def local_bigquery(writes_bigquery: bool, runner: str | None) -> contextlib.AbstractContextManager:
