@@ -188,7 +188,7 @@ def test_the_estimation_band_comes_from_dotenv_and_reaches_the_local_read(clean_
 
 def test_the_estimation_band_is_neither_a_flag_nor_a_flex_template_parameter():
     from txpipe import flex_template
-    from txpipe.options import setting_flags
+    from txpipe.config import setting_flags
 
     assert "local_estimation_band_seconds" not in {f.field for f in setting_flags()}
     names = {p["name"] for p in flex_template.metadata()["parameters"]}

@@ -18,10 +18,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from txpipe import logs
-from txpipe.config import BigQueryMethod, Route, Settings, load_settings
+from txpipe.config import (
+    BigQueryMethod,
+    Route,
+    Settings,
+    add_setting_arguments,
+    load_settings,
+    setting_overrides,
+)
 from txpipe.dataflow import check_submission, is_dataflow, submission_line
 from txpipe.errors import OneLineParser, UsageError, command
-from txpipe.options import add_setting_arguments, setting_overrides
 
 if TYPE_CHECKING:
     from txpipe.sinks import Sink
@@ -62,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "topic (projects/P/topics/T; streaming only)")
     io.add_argument("--breakdown", metavar="FIELD",
                     help="also aggregate per value of FIELD (e.g. category, country)")
-    # Every setting that is a flag, from the settings model itself (txpipe.options).
+    # Every setting that is a flag, from the settings model itself (txpipe.config).
     add_setting_arguments(p.add_argument_group("settings (override the environment and .env)"))
     return p
 
@@ -74,6 +80,7 @@ class RunPlan:
     settings: Settings
     source: Source
     sink: Sink
+    sink_name: str  # --sink: bigquery, duckdb or jsonl
     beam_args: list[str]
     streaming: bool
     breakdown: str | None
@@ -112,7 +119,7 @@ def plan(argv: list[str]) -> RunPlan:
         route, why = choose_route(settings, source, args.breakdown)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return RunPlan(settings, source, sink, beam_args, streaming, args.breakdown,
+    return RunPlan(settings, source, sink, args.sink, beam_args, streaming, args.breakdown,
                    args.dead_letter_topic, route, why)
 
 
@@ -215,7 +222,7 @@ def _check_streaming_only(args: argparse.Namespace, settings: Settings, streamin
 def _sink(args: argparse.Namespace, settings: Settings, streaming: bool) -> Sink:
     """The sink, its outputs checked writable (the BigQuery dataset is checked by
     :func:`check_sink`, which reaches the service)."""
-    from txpipe.sinks import BigQuerySink, DuckDBSink, JsonlSink
+    from txpipe import sinks
 
     if args.sink == "jsonl":
         if not args.output:
@@ -226,7 +233,7 @@ def _sink(args: argparse.Namespace, settings: Settings, streaming: bool) -> Sink
         anomaly_output = args.anomaly_output or f"{args.output}-anomalies"
         if settings.anomalies:
             _writable_prefix(anomaly_output, "--anomaly-output")
-        return JsonlSink(args.output, dead, f"{args.output}-by-{args.breakdown}"
+        return sinks.JsonlSink(args.output, dead, f"{args.output}-by-{args.breakdown}"
                          if args.breakdown else None, streaming=streaming,
                          anomaly_output=anomaly_output)
     if args.sink == "duckdb":
@@ -234,13 +241,13 @@ def _sink(args: argparse.Namespace, settings: Settings, streaming: bool) -> Sink
         _writable_prefix(path, "--output")
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise UsageError(f"--output {path!r} is not writable")
-        return DuckDBSink.from_settings(path, settings)
+        return sinks.DuckDBSink.from_settings(path, settings)
     if args.output or args.dead_letter_output:
         raise UsageError("--sink bigquery takes its tables from BIGQUERY_DATASET_ID / "
                          "BIGQUERY_TABLE_ID (or --bigquery-dataset / --bigquery-table), "
                          "not --output")
     _check_bigquery_method(settings, streaming)
-    return BigQuerySink.from_settings(settings)
+    return sinks.BigQuerySink.from_settings(settings)
 
 
 def _with_run_id(settings: Settings, source: Source, breakdown: str | None,
@@ -274,9 +281,7 @@ def check_sink(run: RunPlan) -> None:
     """Open what the run writes to, as its writers will, before any data is read: a DuckDB
     file that is no database or stays locked, a BigQuery dataset that is missing or not
     writable, become one line (UsageError). Creates missing tables and views."""
-    from txpipe.sinks import BigQuerySink, DuckDBSink
-
-    if isinstance(run.sink, DuckDBSink):
+    if run.sink_name == "duckdb":
         from txpipe.sinks.duckdb import WarehouseError
 
         try:
@@ -286,7 +291,7 @@ def check_sink(run: RunPlan) -> None:
                                                        flush=True))
         except WarehouseError as exc:
             raise UsageError(f"--output {exc}") from None
-    elif isinstance(run.sink, BigQuerySink):
+    elif run.sink_name == "bigquery":
         from txpipe.resources import ResourceError, check_bigquery
 
         try:
@@ -339,7 +344,6 @@ def execute(run: RunPlan, options: Any = None) -> RunOutcome:
 
     from txpipe import runners
     from txpipe.pipeline import build_pipeline
-    from txpipe.sinks import BigQuerySink, DuckDBSink
     from txpipe.windowing import WindowSpec
 
     options = options or runners.pipeline_options(run)
@@ -354,9 +358,9 @@ def execute(run: RunPlan, options: Any = None) -> RunOutcome:
         _start_collecting()
         if run.streaming and is_dataflow(runner):
             return RunOutcome(pipeline.run())  # runs until drained; waiting: cancel on Ctrl-C
-        with runners.local_bigquery(isinstance(run.sink, BigQuerySink), runner):
+        with runners.local_bigquery(run.sink_name == "bigquery", runner):
             if adapter is not None:
-                warehouse = run.sink.path if isinstance(run.sink, DuckDBSink) else None
+                warehouse = run.sink.path if run.sink_name == "duckdb" else None
                 return _run_local(adapter, pipeline, WindowSpec.from_settings(run.settings),
                                   warehouse)
             return _run_batch(pipeline)

@@ -17,9 +17,8 @@ import sys
 from enum import Enum
 from typing import Any
 
-from txpipe.config import Settings
+from txpipe.config import Settings, setting_flags
 from txpipe.contract import OPTIONAL_FIELDS
-from txpipe.options import setting_flags
 
 NAME = "txpipe: streaming transaction statistics"
 DESCRIPTION = ("Reads JSON transactions from Pub/Sub (event time from the event_ts attribute, "

@@ -30,7 +30,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from txpipe import dataflow
-from txpipe.options import setting_flags
+from txpipe.config import setting_flags
 
 if TYPE_CHECKING:
     from txpipe.config import Settings
