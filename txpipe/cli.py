@@ -14,8 +14,8 @@ import glob
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from txpipe import logs
 from txpipe.config import (
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("txpipe.run")
 
-__all__ = ["UsageError", "build_parser", "execute", "main", "parse", "plan"]
+__all__ = ["UsageError", "build_parser", "main", "parse", "plan"]
 
 SOURCES = ("pubsub", "file")
 SINKS = ("bigquery", "duckdb", "jsonl")
@@ -324,79 +324,6 @@ def _file_loads_location(run: RunPlan) -> None:
                          "--temp_location gs://BUCKET/tmp (or choose streaming_inserts)")
 
 
-@dataclass
-class RunOutcome:
-    """How a run ended: ``done`` (finished by itself), ``drained`` (Ctrl+C or SIGTERM on a
-    local streaming run), ``cancelled`` (a second signal) or ``interrupted`` (a signal on a run
-    that cannot drain). ``result`` is None when the runner was stopped before it returned one."""
-
-    result: Any
-    ended: str = "done"
-    note: str | None = None  # what a cancel left unwritten
-    source: dict[str, int] = field(default_factory=dict)  # the local read's own counts
-
-
-def execute(run: RunPlan, options: Any = None) -> RunOutcome:
-    """Build and run the pipeline until it finishes, is drained or cancelled (Ctrl+C, SIGTERM);
-    ``options``: its Beam options (default: txpipe.runners.pipeline_options)."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import StandardOptions
-
-    from txpipe import runners
-    from txpipe.pipeline import build_pipeline
-    from txpipe.windowing import WindowSpec
-
-    options = options or runners.pipeline_options(run)
-    runner = options.view_as(StandardOptions).runner
-    adapter = runners.local_streaming(runner, run.settings) if run.streaming else None
-    with runners.outside_ipython():
-        pipeline = beam.Pipeline(runner=runners.runner_for(options), options=options)
-        build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
-                       dead_letter_topic=run.dead_letter_topic, route=run.route,
-                       dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds)
-                       if adapter else None)
-        _start_collecting()
-        if run.streaming and is_dataflow(runner):
-            return RunOutcome(pipeline.run())  # runs until drained; waiting: cancel on Ctrl-C
-        with runners.local_bigquery(run.sink_name == "bigquery", runner):
-            if adapter is not None:
-                warehouse = run.sink.path if run.sink_name == "duckdb" else None
-                return _run_local(adapter, pipeline, WindowSpec.from_settings(run.settings),
-                                  warehouse)
-            return _run_batch(pipeline)
-
-
-def _run_batch(pipeline) -> RunOutcome:
-    """Run a bounded pipeline (or a stream on a runner that is not local) to its end."""
-    from txpipe.runners import StopSignals
-
-    result = None
-    try:
-        with StopSignals(interrupt=True):
-            result = pipeline.run()  # a batch run on the default runner returns when done
-            result.wait_until_finish()
-    except KeyboardInterrupt:
-        if result is not None:
-            log.warning("interrupted: cancelling the pipeline")
-            result.cancel()
-        return RunOutcome(result, "interrupted")
-    return RunOutcome(result)
-
-
-def _run_local(adapter, pipeline, windows, warehouse: str | None = None) -> RunOutcome:
-    """Run a local streaming pipeline: the first Ctrl+C / SIGTERM drains it, a second cancels.
-    Into a DuckDB ``warehouse`` its progress is recorded beside it, for the dashboard."""
-    handle = adapter.run(pipeline, windows)
-    recorder = adapter.record_progress(handle, warehouse) if warehouse else None
-    try:
-        ended, note = handle.until_stopped(
-            lambda text: print(f"txpipe run: {text}", file=sys.stderr, flush=True))
-    finally:
-        if recorder is not None:
-            recorder.stop()
-    return RunOutcome(handle.result, ended, note, handle.source_counters())
-
-
 def summary(counters: dict[str, int], source: dict[str, int] | None = None) -> str:
     from txpipe import metrics
     from txpipe.contract import Reason
@@ -423,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         build_parser().print_help()
         return 0
-    gc.disable()  # until the graph is built (_start_collecting)
+    gc.disable()  # until the graph is built (txpipe.runners.execute)
     try:
         return _main(argv)
     finally:
@@ -431,34 +358,25 @@ def main(argv: list[str] | None = None) -> int:
         gc.unfreeze()
 
 
-def _start_collecting() -> None:
-    """Start-up makes some 200,000 objects that live as long as the run (Beam's modules, the
-    graph): the garbage collector, scanning them again and again, took a third of a second of a
-    short replay. So it is paused until the graph is built, and then they are frozen out of its
-    sight (main unfreezes them at the end, for a caller that goes on)."""
-    gc.freeze()
-    gc.enable()
-
-
 def _main(argv: list[str]) -> int:
     run = plan(argv)
+    from txpipe import runners
     from txpipe.metrics import read_counters
-    from txpipe.runners import pipeline_options
     from txpipe.windowing import WindowSpec
 
-    check_submission(pipeline_options(run))
+    check_submission(runners.pipeline_options(run))
     check_sink(run)  # may add a local --temp_location to run.beam_args
-    options = pipeline_options(run)
+    options = runners.pipeline_options(run)
     logs.configure(run.settings.log_level.value)
     log.info("starting: %s from %s into %s; %s route (%s); run id %s",
              WindowSpec.from_settings(run.settings).describe(), type(run.source).__name__,
              type(run.sink).__name__, run.route.value, run.route_reason, run.settings.run_id)
     if run.settings.anomalies:
-        from txpipe.anomaly import AnomalySpec
+        from txpipe.anomaly import AnomalySpec  # Beam's anomaly package: only when detecting
 
         log.info("anomaly detection: %s", AnomalySpec.from_settings(run.settings).describe())
     try:
-        outcome = execute(run, options)
+        outcome = runners.execute(run, options)
     except KeyboardInterrupt:  # before the pipeline started
         print("txpipe run: interrupted before the pipeline started", file=sys.stderr)
         return 130
