@@ -18,6 +18,9 @@ import orjson
 from txpipe import money
 from txpipe.contract import UTC, Reason, format_timestamp
 
+# Beam and pyarrow are imported where a sink converts rows: the dashboard reads this module
+# without either.
+
 
 class Kind(str, Enum):
     TIMESTAMP = "TIMESTAMP"

@@ -17,6 +17,7 @@ batch executor); a stream with GroupIntoBatches, flushed every second.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,9 @@ from apache_beam.transforms import window
 from txpipe import schema
 from txpipe.schema import Table, TableNames
 from txpipe.sinks.identity import RunIdentity
+
+# duckdb (0.12 s to import) is imported where a file is opened: the lab's local read loads this
+# module for its count of uncommitted rows, whatever the sink.
 
 #: How long a writer retries a file another process holds, once the run has started.
 LOCK_RETRY_SECONDS = 120.0
@@ -101,8 +105,6 @@ def is_lock_error(exc: Exception) -> bool:
 
 def lock_holder(exc: Exception) -> str:
     """"PID 1234" from DuckDB's conflicting-lock message, or "another process"."""
-    import re
-
     found = re.search(r"\(PID (\d+)\)", str(exc))
     return f"process {found.group(1)}" if found else "another process"
 
