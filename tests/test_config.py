@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +194,12 @@ def test_the_estimation_band_is_neither_a_flag_nor_a_flex_template_parameter():
     assert "local_estimation_band_seconds" not in {f.field for f in setting_flags()}
     names = {p["name"] for p in flex_template.metadata()["parameters"]}
     assert not {n for n in names if "band" in n}
+
+
+def test_every_setting_is_in_the_example_env_and_the_configuration_docs():
+    root = Path(__file__).resolve().parent.parent
+    example = (root / ".env.example").read_text()
+    docs = (root / "docs" / "configuration.md").read_text()
+    missing = [name for name in VARIABLES
+               if f"{name}=" not in example or f"`{name}`" not in docs]
+    assert not missing
