@@ -159,6 +159,24 @@ def test_a_replay_into_json_lines_writes_one_file_per_table_that_a_rerun_replace
     assert [len(r) for f, r in empty.items() if "-dead-" in f] == [0]
 
 
+def test_json_lines_parts_of_several_bundles_join_into_the_one_file(tmp_path):
+    """Each bundle writes a part; the parts become the one file, in full, and are gone."""
+    from txpipe.sinks.jsonl import _JoinPartsFn, _WritePartsFn
+
+    path = str(tmp_path / "w-run-00000-of-00001.jsonl")
+    writer, parts = _WritePartsFn(path), []
+    for bundle in (["a", "b"], [], ["c"]):
+        writer.start_bundle()
+        for line in bundle:
+            writer.process(line)
+        parts += [part.value for part in writer.finish_bundle()]
+    assert len(parts) == 2  # an empty bundle writes no part
+    _JoinPartsFn(path).process(None, parts)
+    assert sorted((tmp_path / "w-run-00000-of-00001.jsonl").read_text().splitlines()) == [
+        "a", "b", "c"]
+    assert os.listdir(tmp_path) == ["w-run-00000-of-00001.jsonl"]
+
+
 def test_a_replay_in_two_overlapping_halves_overwrites_nothing(tmp_path):
     """The second half re-sends a fifth of the first: two runs, each exact; the totals count
     the re-sent fifth twice — by exactly its own recount — in DuckDB and in JSON Lines."""

@@ -10,6 +10,7 @@ runs are the same query as the warehouses' ``window_totals`` view, over the file
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from txpipe.schema import ANOMALIES, DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
 from txpipe.sinks.identity import RunIdentity
@@ -26,10 +29,10 @@ from txpipe.sinks.identity import RunIdentity
 class WriteJsonl(beam.PTransform):
     """Rows -> files named PREFIX-<run_id>-*.jsonl.
 
-    A replay writes one file for the whole run, ``PREFIX-<run_id>-00000-of-00001<suffix>``,
-    which a rerun replaces (its own, never another run's; each table has its own suffix); a
-    streaming run writes a file per minute of event time, as unbounded output must be cut
-    somewhere.
+    A replay writes one file for the whole run, ``PREFIX-<run_id>-00000-of-00001<suffix>``
+    (each bundle a part, joined at the end), which a rerun replaces — its own, never another
+    run's; each table has its own suffix. A streaming run writes a file per minute of event
+    time, as unbounded output must be cut somewhere.
     """
 
     def __init__(self, prefix: str, table: Table, streaming: bool, run: RunIdentity,
@@ -45,10 +48,12 @@ class WriteJsonl(beam.PTransform):
         lines = rows | "ToJson" >> beam.Map(self.table.to_jsonl)
         prefix = f"{self.prefix}-{self.run.run_id}"
         if not self.streaming:
-            whole = lines | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
             path = f"{prefix}-00000-of-00001{self.suffix}"  # WriteToText's name for one shard
+            parts = (lines
+                     | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+                     | "WriteParts" >> beam.ParDo(_WritePartsFn(path)))
             rows.pipeline | "Once" >> beam.Impulse() | "WriteText" >> beam.ParDo(
-                _WriteFileFn(path), beam.pvalue.AsIter(whole))
+                _JoinPartsFn(path), beam.pvalue.AsList(parts))
             return None
         directory, name = os.path.split(os.path.abspath(prefix))
         lines | "PerMinute" >> beam.WindowInto(window.FixedWindows(60)) | (
@@ -60,20 +65,47 @@ class WriteJsonl(beam.PTransform):
         return None
 
 
-class _WriteFileFn(beam.DoFn):
-    """A bounded output's lines -> one file, written aside and renamed into place: what
-    WriteToText does for one shard (an empty file for no lines), in two transforms instead of
-    its twelve (each costs a replay's start-up)."""
+class _WritePartsFn(beam.DoFn):
+    """Each bundle's lines -> a part file beside ``path``; yields the part's name."""
 
     def __init__(self, path: str):
         self.path = path
 
-    def process(self, _, lines):
-        temporary = f"{self.path}.{uuid.uuid4().hex}.tmp"
-        with FileSystems.create(temporary) as f:
-            for line in lines:
-                f.write(line.encode("utf-8") + b"\n")
-        FileSystems.rename([temporary], [self.path])
+    def start_bundle(self):
+        self._part, self._file = None, None
+
+    def process(self, line: str):
+        if self._file is None:
+            self._part = f"{self.path}.{uuid.uuid4().hex}.part"
+            self._file = FileSystems.create(self._part)
+        self._file.write(line.encode("utf-8") + b"\n")
+
+    def finish_bundle(self):
+        if self._file is not None:
+            self._file.close()
+            yield WindowedValue(self._part, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+
+class _JoinPartsFn(beam.DoFn):
+    """The parts -> one file, assembled aside and renamed into place: what WriteToText does for
+    one shard (an empty file for no lines), in three transforms instead of its twelve (each
+    costs a replay's start-up)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, _, parts: list[str]):
+        if len(parts) == 1:
+            FileSystems.rename(parts, [self.path])
+            return
+        whole = f"{self.path}.{uuid.uuid4().hex}.part"
+        with FileSystems.create(whole) as out:
+            for part in sorted(parts):
+                with FileSystems.open(part) as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+        FileSystems.rename([whole], [self.path])
+        if parts:
+            FileSystems.delete(parts)
 
 
 @dataclass(frozen=True)
