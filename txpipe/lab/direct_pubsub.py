@@ -67,7 +67,7 @@ from apache_beam.runners.direct.transform_evaluator import (
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 
-from txpipe.config import Settings
+from txpipe.config import Settings, WindowType
 from txpipe.contract import ATTR_TRANSACTION_ID, ContractError, parse_timestamp, to_micros
 
 #: Messages per pull request (the emulator hands out at most 100 per pull whatever is asked).
@@ -242,8 +242,6 @@ def expiry(spec) -> Callable[[int, int], bool]:
     runner drops an element with that event time arriving at that watermark — Beam's rule,
     ``watermark > window end + allowed lateness``, for its last window (the proto-window of a
     session)."""
-    from txpipe.config import WindowType
-
     lateness = (spec.allowed_lateness_seconds if spec.late_firings else 0) * 1_000_000
     size = spec.size_seconds * 1_000_000
     if spec.kind is WindowType.SESSION:
@@ -259,8 +257,6 @@ def ack_key(spec) -> Callable[[int], int] | None:
     an event belongs to — once the pipeline's watermark has passed it and nothing is in flight,
     every window of the event has fired and been written. None for sessions: a session's end
     is not known when its events are read (they are acknowledged on pull)."""
-    from txpipe.config import WindowType
-
     size = spec.size_seconds * 1_000_000
     if spec.kind is WindowType.SESSION:
         return None
