@@ -441,11 +441,14 @@ class LiveStack:
         """Start a streaming ``pipeline`` on the DirectRunner with the local read; returns its
         :class:`LiveRun`: ``finish()`` when the publisher is done (read what is left, drain,
         wait), or its pieces one by one. ``settings`` (the job's Settings) lets it count what
-        arrived too late and acknowledge after commit."""
+        arrived too late and acknowledge after commit, and sets its estimation band."""
         from txpipe.windowing import WindowSpec
 
-        handle = start(pipeline, WindowSpec.from_settings(settings) if settings is not None
-                       else None, restart_hold=False)  # resources() made its subscriptions
+        if settings is None:
+            handle = start(pipeline, restart_hold=False)  # resources() made its subscriptions
+        else:
+            handle = start(pipeline, WindowSpec.from_settings(settings),
+                           settings.local_estimation_band_seconds, restart_hold=False)
         self._runs.append(handle)
         return handle
 
