@@ -25,7 +25,6 @@ ones; :func:`declines` says which specs it leaves to the element-wise route, and
 
 from __future__ import annotations
 
-import gc
 import io
 import math
 import pickle
@@ -172,9 +171,6 @@ class ParseBatchFn(beam.DoFn):
         self._chunk_size = max(1024, holds // buckets)
         self._counters = metrics.ParseCounters()
 
-    def setup(self):
-        _freeze_start_up()
-
     def start_bundle(self):
         self._chunks: dict[int, Chunk] = {}
         self._valid = 0
@@ -228,20 +224,6 @@ class ParseBatchFn(beam.DoFn):
         dead, self._dead = self._dead, Counter()
         self._counters.flush(self._valid, dead)
         self._valid = 0
-
-
-_frozen = False
-
-
-def _freeze_start_up() -> None:
-    """Takes what the process holds before its first batched bundle — Beam's modules and the
-    pipeline, millions of objects that live as long as the process — out of the garbage
-    collector's full collections, each of which would walk them all again (a few per replay).
-    Once per process: frozen objects are never collected."""
-    global _frozen
-    if not _frozen:
-        _frozen = True
-        gc.freeze()
 
 
 # --- Dedupe ---------------------------------------------------------------------------------
