@@ -38,6 +38,11 @@ class Bucket:
 
         return beam.Map(_keep, self.key)
 
+    def add(self, row) -> None:
+        """Keep ``row`` from inside a ``DoFn`` of the pipeline (``keep()`` without a step of its
+        own: on the DirectRunner every step costs per bundle)."""
+        _keep(row, self.key)
+
     def rows(self) -> list:
         with _RESULTS_LOCK:
             return list(_RESULTS.get(self.key, []))
