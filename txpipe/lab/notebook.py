@@ -3,7 +3,7 @@ namespace over the lab's notebook helpers, which live by concern in
 :mod:`txpipe.lab.frames` (the stream, recounts, tidy tables), :mod:`txpipe.lab.plots`
 (pictures), :mod:`txpipe.lab.scenarios` (TestStream scenarios, :class:`Bucket`),
 :mod:`txpipe.lab.kernel` (Interactive Beam in a kernel) and :mod:`txpipe.lab.live` (the
-emulator and live jobs, :class:`LiveStack`). Most draw and tidy; the Beam code the notebooks
+emulator and its topics, :class:`LiveStack`). Most draw and tidy; the Beam code the notebooks
 teach stays in their cells.
 """
 
