@@ -33,7 +33,7 @@ from google.cloud import pubsub_v1
 from simulator import SimulationConfig, TruthBuilder, publish
 from txpipe.contract import ATTR_EVENT_TS, encode_message
 from txpipe.lab import live
-from txpipe.lab.demo import final_panes, read_warehouse
+from txpipe.lab.demo import read_totals, read_warehouse
 from txpipe.lab.direct_pubsub import LocalStreaming
 from txpipe.pipeline import build_pipeline
 from txpipe.sinks.duckdb import DuckDBSink
@@ -56,9 +56,8 @@ def _start(settings, warehouse: str) -> object:
 
 
 def _windows(warehouse: str, settings) -> dict[datetime, tuple[int, Decimal]]:
-    rows, _ = read_warehouse(warehouse, settings)
     return {start: (r["total_transactions"], r["total_amount_sum"])
-            for start, r in final_panes(rows, accumulating=True).items()}
+            for start, r in read_totals(warehouse, settings).items()}
 
 
 def _truth(messages) -> dict[datetime, tuple[int, Decimal]]:

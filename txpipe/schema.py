@@ -86,13 +86,26 @@ class Table:
             cols.append("PRIMARY KEY (" + ", ".join(f'"{k}"' for k in self.key) + ")")
         return f'CREATE TABLE IF NOT EXISTS "{table}" (\n  ' + ",\n  ".join(cols) + "\n)"
 
+    def stored_panes_sql(self, source: str) -> str:
+        """Each pane stored in ``source`` once, whatever a retry or a rerun stored again, with
+        ``last_pane``: its run's highest pane_index for the window — the one definition of a
+        window's final pane, which the views below build on."""
+        group = ", ".join(k for k in self.key if k not in ("run_id", "pane_index"))
+        return (
+            f"SELECT *, MAX(pane_index) OVER (PARTITION BY run_id, {group}) AS last_pane\n"
+            "FROM (\n"
+            f"  SELECT *, ROW_NUMBER() OVER (PARTITION BY {', '.join(self.key)} "
+            "ORDER BY processed_at) AS copy\n"
+            f"  FROM {source})\n"
+            "WHERE copy = 1"
+        )
+
     def totals_sql(self, source: str) -> str:
         """The totals view over ``source`` (the table's name, quoted for the warehouse): per
         window (and dimension value), the statistics every run counted, added up.
 
-        Each stored pane is read once, whatever a retry or a rerun stored again; a run's
-        panes count as its last one when they accumulate, all of them when they discard.
-        Plain SQL that DuckDB and BigQuery both run.
+        A run's panes count as its final one when they accumulate, all of them when they
+        discard. Plain SQL that DuckDB and BigQuery both run.
         """
         group = ", ".join(k for k in self.key if k not in ("run_id", "pane_index"))
         return (
@@ -102,14 +115,9 @@ class Table:
             "  MIN(min_amount) AS min_amount,\n"
             "  MAX(max_amount) AS max_amount,\n"
             "  COUNT(DISTINCT run_id) AS runs,\n"
+            "  MAX(pane_index) AS last_pane_index,\n"
             "  MAX(processed_at) AS last_processed_at\n"
-            "FROM (\n"
-            f"  SELECT *, MAX(pane_index) OVER (PARTITION BY run_id, {group}) AS last_pane\n"
-            "  FROM (\n"
-            f"    SELECT *, ROW_NUMBER() OVER (PARTITION BY {', '.join(self.key)} "
-            "ORDER BY processed_at) AS copy\n"
-            f"    FROM {source})\n"
-            "  WHERE copy = 1)\n"
+            f"FROM ({self.stored_panes_sql(source)})\n"
             "WHERE accumulation = 'discarding' OR pane_index = last_pane\n"
             f"GROUP BY {group}"
         )
@@ -306,12 +314,7 @@ def windows_with_anomalies_sql(windows: str, anomalies: str) -> str:
   w.run_id, w.window_start_time, w.window_end_time, w.total_transactions, w.total_amount_sum,
   w.avg_transaction_amount, w.min_amount, w.max_amount, w.pane_timing, w.pane_index,
   COALESCE(a.anomalies, 0) AS anomalies, a.max_score, a.anomaly_series
-FROM (
-  SELECT *, ROW_NUMBER() OVER (
-    PARTITION BY run_id, window_start_time, window_end_time ORDER BY pane_index DESC)
-    AS final_rank
-  FROM {windows}
-) AS w
+FROM ({WINDOW_STATS.stored_panes_sql(windows)}) AS w
 LEFT JOIN (
   SELECT run_id, window_start_time, window_end_time, COUNT(*) AS anomalies,
     MAX(score) AS max_score,
@@ -321,7 +324,7 @@ LEFT JOIN (
   GROUP BY run_id, window_start_time, window_end_time
 ) AS a
 ON a.run_id = w.run_id AND a.window_start_time = w.window_start_time AND a.window_end_time = w.window_end_time
-WHERE w.final_rank = 1"""
+WHERE w.pane_index = w.last_pane"""
 
 
 #: The view of dead letters per minute and reason (BigQuery for Looker Studio; DuckDB too).

@@ -169,30 +169,10 @@ class Conservation:
                 and all(w.ok for w in self.windows))
 
 
-def final_panes(rows: Sequence[dict], accumulating: bool) -> dict[datetime, dict]:
-    """Per window the statistics its panes add up to: the last pane when panes accumulate,
-    the sum of the panes when they discard."""
-    by_window: dict[datetime, list[dict]] = {}
-    for row in rows:
-        by_window.setdefault(row["window_start_time"], []).append(row)
-    result = {}
-    for start, panes in by_window.items():
-        panes.sort(key=lambda r: r["pane_index"])
-        if accumulating:
-            result[start] = panes[-1]
-        else:
-            merged = dict(panes[-1])
-            merged["total_transactions"] = sum(p["total_transactions"] for p in panes)
-            merged["total_amount_sum"] = sum((p["total_amount_sum"] for p in panes), Decimal(0))
-            merged["min_amount"] = min(p["min_amount"] for p in panes)
-            merged["max_amount"] = max(p["max_amount"] for p in panes)
-            result[start] = merged
-    return result
-
-
-def reconcile(expect: Expectation, window_rows: Sequence[dict], dead_letters: int,
-              accumulating: bool = True, dropped: set[str] | None = None) -> Conservation:
-    """The warehouse against the simulator's record, window by window.
+def reconcile(expect: Expectation, totals: dict[datetime, dict], dead_letters: int,
+              dropped: set[str] | None = None) -> Conservation:
+    """The warehouse's totals view (:func:`read_totals`) against the simulator's record,
+    window by window.
 
     ``duplicates_dropped`` is the re-sends the record holds: every one must have been dropped,
     or its window would count more than expected (``unexpected``). ``dropped``: the ids of the
@@ -203,7 +183,7 @@ def reconcile(expect: Expectation, window_rows: Sequence[dict], dead_letters: in
     kept = {w.start: w for w in kept_truth.windows}
     late = {w.start: w.count - (kept[w.start].count if w.start in kept else 0)
             for w in published.windows}
-    got = final_panes(window_rows, accumulating)
+    got = totals
     checks = []
     lost = unexpected = 0
     for start in sorted(set(kept) | set(got) | {s for s, n in late.items() if n}):
@@ -265,6 +245,33 @@ def read_warehouse(path: str, settings, columns: str = "*") -> tuple[list[dict],
         return [], 0
     finally:
         con.close()
+
+
+def read_totals(path: str, settings) -> dict[datetime, dict]:
+    """Window start -> the warehouse's totals of that window (schema's totals view: each
+    stored pane once, a run's last pane when panes accumulate, every pane when they discard),
+    with its average; empty when the pipeline has not written yet."""
+    import duckdb
+
+    from txpipe import money
+    from txpipe.schema import WINDOW_STATS
+    from txpipe.sinks.duckdb import connect
+
+    if not Path(path).exists():
+        return {}
+    con = connect(path)
+    try:
+        cursor = con.execute(WINDOW_STATS.totals_sql(f'"{settings.bigquery_table_id}"'))
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    except duckdb.CatalogException:  # no table yet
+        return {}
+    finally:
+        con.close()
+    for row in rows:
+        row["avg_transaction_amount"] = money.average(row["total_amount_sum"],
+                                                      row["total_transactions"])
+    return {row["window_start_time"]: row for row in rows}
 
 
 def read_anomalies(path: str, settings) -> list[dict]:
@@ -508,8 +515,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
         say(cancelled)
     rule = expiry(spec)
     dropped = {b.transaction_id for b in handle.session.behind() if rule(b.event, b.watermark)}
-    rows, dead = read_warehouse(warehouse, settings)
-    conservation = reconcile(expect, rows, dead, _accumulating(settings), dropped)
+    conservation = reconcile(expect, read_totals(warehouse, settings),
+                             read_warehouse(warehouse, settings)[1], dropped)
     return RunResult(conservation, "live", stats.summary(), time.monotonic() - started,
                      expect.published.build(sim), expect.kept(dropped).build(sim), stats,
                      arrivals.latencies(), caught_up_after, cancelled, _read_counts(handle))
@@ -520,12 +527,6 @@ def _read_counts(handle) -> dict[str, Any]:
     delays = handle.session.ack_delays()
     return handle.source_counters() | {"acked": handle.progress()["acked"],
                                        "ack_delay_max": max(delays, default=0.0)}
-
-
-def _accumulating(settings) -> bool:
-    from txpipe.config import Accumulation
-
-    return settings.accumulation is Accumulation.ACCUMULATING
 
 
 def run_in_process(cfg: DemoConfig, settings, warehouse: str,
@@ -568,8 +569,8 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
                    dedupe=BucketedDropDuplicates(settings.dedupe_horizon_seconds))
     result = pipeline.run()
     result.wait_until_finish()
-    rows, dead = read_warehouse(warehouse, settings)
-    conservation = reconcile(expect, rows, dead, _accumulating(settings))
+    conservation = reconcile(expect, read_totals(warehouse, settings),
+                             read_warehouse(warehouse, settings)[1])
     summary = f"generated {len(messages):,} messages in-process"
     return RunResult(conservation, "in-process", summary, time.monotonic() - begun,
                      expect.published.build(sim), expect.kept().build(sim))
@@ -583,7 +584,7 @@ def print_windows(conservation: Conservation, console=None) -> None:
     from rich.table import Table
 
     console = console or Console(width=max(120, Console().width))
-    table = Table(title="windows in the warehouse (final pane) vs the simulator's record",
+    table = Table(title="windows in the warehouse (totals view) vs the simulator's record",
                   title_justify="left")
     for name, justify in (("window (UTC)", "left"), ("count", "right"),
                           ("expected", "right"), ("late dropped", "right"), ("sum", "right"),
@@ -594,7 +595,7 @@ def print_windows(conservation: Conservation, console=None) -> None:
         row = w.row or {}
         money = [_money(row.get(k)) for k in ("total_amount_sum", "avg_transaction_amount",
                                                "min_amount", "max_amount")]
-        panes = f"{row['pane_timing'].lower()} #{row['pane_index']}" if row else "-"
+        panes = f"#{row['last_pane_index']}" if row else "-"
         table.add_row(f"{w.start:%H:%M:%S}–{w.end:%H:%M:%S}", f"{w.counted:,}", f"{w.expected:,}",
                       f"{w.late_dropped:,}", *money, panes,
                       "[green]✓[/]" if w.ok else "[red]✗[/]")

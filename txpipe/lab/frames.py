@@ -170,9 +170,11 @@ def recount(frame: pd.DataFrame, window_seconds: int) -> pd.DataFrame:
 
 
 def window_table(rows: pd.DataFrame | Sequence[dict]) -> pd.DataFrame:
-    """Window rows (a DataFrame from ``ib.collect`` or a list of dicts) -> the final pane of
-    each window, indexed by window start, with the statistics and the pane that carried them.
-    ``processed_at`` (wall clock) is left out."""
+    """Window rows of one run (a DataFrame from ``ib.collect`` or a list of dicts), panes
+    accumulating -> the final pane of each window, indexed by window start, with the
+    statistics and the pane that carried them: what the warehouse's views read as final
+    (``schema.Table.stored_panes_sql``), for rows still in the notebook. ``processed_at``
+    (wall clock) is left out."""
     df = pd.DataFrame(list(rows)) if not isinstance(rows, pd.DataFrame) else rows.copy()
     df["window_start_time"] = pd.to_datetime(df["window_start_time"], utc=True)
     df["window_end_time"] = pd.to_datetime(df["window_end_time"], utc=True)
