@@ -429,15 +429,3 @@ def _answers(host: str) -> bool:
     from txpipe.lab.local import _http_answers
 
     return _http_answers(f"http://{host}/")
-
-
-def streaming_interactive_pipeline():
-    """An InteractiveRunner pipeline in streaming mode, for unbounded sources (Pub/Sub)."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
-
-    options = PipelineOptions([])
-    options.view_as(StandardOptions).streaming = True
-    return beam.Pipeline(InteractiveRunner(), options=options)
-
