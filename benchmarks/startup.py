@@ -1,8 +1,10 @@
 """Start-up: what a user waits for before txpipe does anything — ``run --help``, a refused flag
 value, a 10-line replay — beside ``import apache_beam`` alone, each a fresh process, the median
-of ``--repeat`` runs (wall and CPU seconds).
+of ``--repeat`` runs (wall and CPU seconds); and how much of txpipe a 10-line replay passes
+through (its modules in ``sys.modules`` after the run, and their lines).
 
-``python -m benchmarks.startup [--repeat 5]``; ``startup()`` gives the rows to a caller.
+``python -m benchmarks.startup [--repeat 5] [--modules]``; ``startup()`` and ``replay_modules()``
+give the rows to a caller.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,15 +24,44 @@ TEN_LINES = [json.dumps({"transaction_id": f"t{i}", "amount": 10.5 + i,
                          "timestamp": f"2026-11-27T10:00:{3 * i:02d}+00:00"}) for i in range(10)]
 
 
+def replay_args(workdir: Path) -> list[str]:
+    return ["run", "--source", "file", "--input", str(workdir / "ten.jsonl"), "--sink", "jsonl",
+            "--output", str(workdir / "out" / "x")]
+
+
 def commands(workdir: Path) -> dict[str, list[str]]:
     txpipe = [sys.executable, "-m", "txpipe", "run"]
     return {
         "import apache_beam": [sys.executable, "-c", "import apache_beam"],
         "run --help": [*txpipe, "--help"],
         "run --route nonsense (refused)": [*txpipe, "--route", "nonsense"],
-        "10-line replay": [*txpipe, "--source", "file", "--input", str(workdir / "ten.jsonl"),
-                           "--sink", "jsonl", "--output", str(workdir / "out" / "x")],
+        "10-line replay": [sys.executable, "-m", "txpipe", *replay_args(workdir)],
     }
+
+
+#: Run in a fresh process: the replay, then each txpipe module it imported and its lines.
+_MODULES = """
+import json, sys
+from txpipe.__main__ import main
+code = main(sys.argv[1:])
+names = sorted(m for m in sys.modules if m == "txpipe" or m.startswith("txpipe."))
+files = {m: getattr(sys.modules[m], "__file__", None) for m in names}
+print(json.dumps({"code": code, "modules": {m: sum(1 for _ in open(f)) if f else 0
+                                            for m, f in files.items()}}))
+"""
+
+
+def replay_modules() -> dict[str, int]:
+    """The txpipe modules a 10-line replay imports, each with its number of lines."""
+    with tempfile.TemporaryDirectory(prefix="txpipe-modules-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "ten.jsonl").write_text("\n".join(TEN_LINES) + "\n")
+        done = subprocess.run([sys.executable, "-c", _MODULES, *replay_args(workdir)], cwd=tmp,
+                              env={**os.environ, "LOG_LEVEL": "WARNING"}, capture_output=True,
+                              text=True, check=True)
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["code"] == 0, done.stderr[-2000:]
+    return answer["modules"]
 
 
 def startup(repeat: int = 5) -> list[tuple[str, float, float]]:
@@ -53,7 +85,16 @@ def startup(repeat: int = 5) -> list[tuple[str, float, float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--modules", action="store_true",
+                        help="list the txpipe modules a 10-line replay imports, with their lines")
     args = parser.parse_args(argv)
+    if args.modules:
+        modules = replay_modules()
+        for name, lines in modules.items():
+            print(f"{lines:6} {name}")
+        print(f"a 10-line replay imports {len(modules)} txpipe modules, "
+              f"{sum(modules.values()):,} lines")
+        return 0
     rows = startup(args.repeat)
     print(f"start-up, median of {args.repeat} fresh processes (load average "
           f"{os.getloadavg()[0]:.1f}, {os.cpu_count()} cores)")

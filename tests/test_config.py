@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,56 @@ def test_python_m_txpipe_config_bad_value_exits_2(tmp_path, module):
     [line] = done.stderr.splitlines()
     assert "WINDOW_SIZE_SECONDS" in line and "thirty" in line
     assert "Traceback" not in done.stderr
+
+
+# --- the lab's local read: its estimation band is a local-only setting ----------------------
+
+@pytest.mark.parametrize("value", ["abc", "-1", "3601", "nan"])
+def test_a_bad_estimation_band_is_refused_at_start_by_run_local_and_demo(
+        clean_env, monkeypatch, capsys, value):
+    from txpipe import cli
+    from txpipe.lab import demo, local
+
+    (clean_env / "ten.jsonl").write_text("".join(
+        f'{{"transaction_id": "t{i}", "amount": 1.5, "timestamp": "2026-11-27T10:00:0{i}Z"}}\n'
+        for i in range(10)))
+    monkeypatch.setenv("LOCAL_ESTIMATION_BAND_SECONDS", value)
+    commands = [
+        (cli.main, ["--source", "file", "--input", str(clean_env / "ten.jsonl"), "--sink",
+                    "jsonl", "--output", str(clean_env / "out" / "x")]),
+        (local.main, ["up", "--port", "0"]),
+        (demo.main, ["--in-process", "--seconds", "1"]),
+    ]
+    for main, argv in commands:
+        assert main(argv) == 2, main.__module__
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "LOCAL_ESTIMATION_BAND_SECONDS" in err, err
+    assert not (clean_env / "out").exists()  # refused before anything was read or written
+
+
+def test_the_estimation_band_comes_from_dotenv_and_reaches_the_local_read(clean_env):
+    from txpipe import runners
+
+    (clean_env / ".env").write_text("LOCAL_ESTIMATION_BAND_SECONDS=2.5\n")
+    settings = load_settings()
+    assert settings.local_estimation_band_seconds == 2.5
+    assert runners.local_streaming("BundleBasedDirectRunner", settings).band_seconds == 2.5
+    assert runners.local_streaming("DataflowRunner", settings) is None
+
+
+def test_the_estimation_band_is_neither_a_flag_nor_a_flex_template_parameter():
+    from txpipe import flex_template
+    from txpipe.config import setting_flags
+
+    assert "local_estimation_band_seconds" not in {f.field for f in setting_flags()}
+    names = {p["name"] for p in flex_template.metadata()["parameters"]}
+    assert not {n for n in names if "band" in n}
+
+
+def test_every_setting_is_in_the_example_env_and_the_configuration_docs():
+    root = Path(__file__).resolve().parent.parent
+    example = (root / ".env.example").read_text()
+    docs = (root / "docs" / "configuration.md").read_text()
+    missing = [name for name in VARIABLES
+               if f"{name}=" not in example or f"`{name}`" not in docs]
+    assert not missing

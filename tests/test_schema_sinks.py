@@ -19,6 +19,7 @@ from txpipe.schema import (
     DIMENSION_STATS,
     WINDOW_STATS,
     Kind,
+    TableNames,
 )
 from txpipe.sinks import RunIdentity
 from txpipe.sinks.duckdb import DuckDBSink, connect
@@ -154,7 +155,7 @@ def test_storage_write_rows_encode_with_beams_row_coder_for_the_schema():
 
 
 def _write(path: str, rows: list[dict], dead: list[dict], run: RunIdentity) -> None:
-    sink = DuckDBSink(path, table="hourly_sales_aggregation", dead_letter_table="dead_letters")
+    sink = DuckDBSink(path, TableNames("hourly_sales_aggregation", "dead_letters"))
     with beam.Pipeline() as pipeline:
         pipeline | "Rows" >> beam.Create(rows) | "WriteWindows" >> sink.windows(run)
         pipeline | "Dead" >> beam.Create(dead) | "WriteDead" >> sink.dead_letters(run)

@@ -10,6 +10,7 @@ pipeline's output.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -112,6 +113,68 @@ def test_the_same_replay_twice_changes_nothing(tmp_path, in_process):
     assert snapshots[0] == snapshots[1]
     assert len(snapshots[0]["dead_letters"]) == 2 * len(bad)  # each copy of a bad line
     assert without_runs(totals(tmp_path / "w.duckdb")) == recount(txs)
+
+
+def test_a_replay_into_json_lines_writes_one_file_per_table_that_a_rerun_replaces(
+        tmp_path, in_process):
+    """Through the CLI: ``PREFIX-<run id>-00000-of-00001<suffix>`` per table, written aside and
+    renamed into place; a rerun leaves the same files with the same rows (but when each row was
+    made) and nothing else; a replay with no dead letter still writes its (empty) dead-letter file."""
+    rng = random.Random(3)
+    txs = transactions(120, 90, seed=3)
+    bad = bad_records()
+    clean = [spell_message(tx, rng) for tx in txs]
+    (tmp_path / "tx.jsonl").write_bytes(b"\n".join(clean + [raw for raw, _ in bad]) + b"\n")
+    (tmp_path / "clean.jsonl").write_bytes(b"\n".join(clean) + b"\n")
+    env = {k: v for k, v in os.environ.items() if k.upper() not in VARIABLES}
+
+    def run(name: str) -> dict[str, list[dict]]:
+        argv = ["run", "--source", "file", "--input", f"{name}.jsonl", "--sink", "jsonl",
+                "--output", f"{name}/w"]
+        proc = in_process(txpipe_main, argv, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        return {f: [json.loads(line) for line in (tmp_path / name / f).read_text().splitlines()]
+                for f in sorted(os.listdir(tmp_path / name))}
+
+    first, second = run("tx"), run("tx")
+    assert list(first) == list(second)
+    (windows,) = [f for f in first if "-dead-" not in f]
+    (dead,) = [f for f in first if "-dead-" in f]
+    rows, dead_rows = first[windows], first[dead]
+    run_id = rows[0]["run_id"]
+    assert windows == f"w-{run_id}-00000-of-00001.jsonl"
+    assert dead == f"w-dead-letters-{run_id}-00000-of-00001.dead-letters.jsonl"
+    assert sorted(r["reason"] for r in dead_rows) == sorted(reason for _, reason in bad)
+    assert {r["window_start_time"]: (r["total_transactions"], Decimal(r["total_amount_sum"]))
+            for r in rows} == {start.strftime("%Y-%m-%dT%H:%M:%S.000Z"):
+                               (n, total) for start, (n, total, _, _) in recount(txs).items()}
+    def but_when(table: list[dict]) -> list[str]:  # when a row was made is a run's own
+        return sorted(json.dumps({k: v for k, v in r.items() if k not in ("processed_at",
+                                                                           "seen_at")},
+                                 sort_keys=True) for r in table)
+
+    assert list(map(but_when, first.values())) == list(map(but_when, second.values()))
+
+    empty = run("clean")
+    assert [len(r) for f, r in empty.items() if "-dead-" in f] == [0]
+
+
+def test_json_lines_parts_of_several_bundles_join_into_the_one_file(tmp_path):
+    """Each bundle writes a part; the parts become the one file, in full, and are gone."""
+    from txpipe.sinks.jsonl import _JoinPartsFn, _WritePartsFn
+
+    path = str(tmp_path / "w-run-00000-of-00001.jsonl")
+    writer, parts = _WritePartsFn(path), []
+    for bundle in (["a", "b"], [], ["c"]):
+        writer.start_bundle()
+        for line in bundle:
+            writer.process(line)
+        parts += [part.value for part in writer.finish_bundle()]
+    assert len(parts) == 2  # an empty bundle writes no part
+    _JoinPartsFn(path).process(None, parts)
+    assert sorted((tmp_path / "w-run-00000-of-00001.jsonl").read_text().splitlines()) == [
+        "a", "b", "c"]
+    assert os.listdir(tmp_path) == ["w-run-00000-of-00001.jsonl"]
 
 
 def test_a_replay_in_two_overlapping_halves_overwrites_nothing(tmp_path):

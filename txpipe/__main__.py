@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -35,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"txpipe: unknown command {name!r} (one of: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    code = int(module.main(rest) or 0)
+    if argv is None:  # the process's own command line: it ends here
+        # Spare the interpreter's last collection, a scan of everything start-up made (after
+        # Beam's import, slower than building and running a short replay).
+        gc.freeze()
+    return code
 
 
 if __name__ == "__main__":

@@ -9,20 +9,33 @@ included: the warehouse is opened (or the BigQuery dataset checked) before any d
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import glob
+import io
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import tempfile
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from txpipe import logs
-from txpipe.config import BigQueryMethod, Route, Settings, load_settings
+from txpipe.config import (
+    BigQueryMethod,
+    Route,
+    Settings,
+    add_setting_arguments,
+    load_settings,
+    setting_overrides,
+)
+from txpipe.contract import ATTR_TRANSACTION_ID, Reason
 from txpipe.dataflow import check_submission, is_dataflow, submission_line
 from txpipe.errors import OneLineParser, UsageError, command
-from txpipe.options import add_setting_arguments, setting_overrides
 
 if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     from txpipe.sinks import Sink
     from txpipe.sources import Source
 
@@ -33,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("txpipe.run")
 
-__all__ = ["UsageError", "build_parser", "execute", "main", "parse", "plan"]
+__all__ = ["UsageError", "build_parser", "main", "parse", "plan"]
 
 SOURCES = ("pubsub", "file")
 SINKS = ("bigquery", "duckdb", "jsonl")
@@ -61,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "topic (projects/P/topics/T; streaming only)")
     io.add_argument("--breakdown", metavar="FIELD",
                     help="also aggregate per value of FIELD (e.g. category, country)")
-    # Every setting that is a flag, from the settings model itself (txpipe.options).
+    # Every setting that is a flag, from the settings model itself (txpipe.config).
     add_setting_arguments(p.add_argument_group("settings (override the environment and .env)"))
     return p
 
@@ -73,6 +86,7 @@ class RunPlan:
     settings: Settings
     source: Source
     sink: Sink
+    sink_name: str  # --sink: bigquery, duckdb or jsonl
     beam_args: list[str]
     streaming: bool
     breakdown: str | None
@@ -99,19 +113,21 @@ def plan(argv: list[str]) -> RunPlan:
     """Everything ``run`` needs, checked before anything is read: flags and settings, Beam's
     options, the source, the sink, the route."""
     args, beam_args, settings = parse(argv)
-    _check_beam_args(beam_args)
-    _check_breakdown(args.breakdown)
-    source, streaming = _source(args, settings, beam_args)
-    _check_streaming_only(args, settings, streaming)
-    settings = _with_run_id(settings, source, args.breakdown, beam_args)
-    sink = _sink(args, settings, streaming)
+    # Beam, and what is built on it, is imported from here on: --help and a refused flag of
+    # txpipe's own are answered without it (0.2 s, not 2 s).
     from txpipe.pipeline import choose_route
 
+    options = _check_beam_args(beam_args)
+    _check_breakdown(args.breakdown)
+    source, streaming = _source(args, settings, options)
+    _check_streaming_only(args, settings, streaming)
+    settings = _with_run_id(settings, source, args.breakdown, options)
+    sink = _sink(args, settings, streaming)
     try:
         route, why = choose_route(settings, source, args.breakdown)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return RunPlan(settings, source, sink, beam_args, streaming, args.breakdown,
+    return RunPlan(settings, source, sink, args.sink, beam_args, streaming, args.breakdown,
                    args.dead_letter_topic, route, why)
 
 
@@ -127,11 +143,8 @@ def _writable_prefix(prefix: str, what: str) -> None:
         raise UsageError(f"{what} {prefix!r} is a directory; give a file name prefix")
 
 
-def _check_beam_args(beam_args: list[str]) -> None:
-    """Beam's own options: a bad value, an unknown flag or runner is one line too."""
-    import contextlib
-    import io
-
+def _check_beam_args(beam_args: list[str]) -> PipelineOptions:
+    """Beam's own options, checked: a bad value, an unknown flag or runner is one line too."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
     from apache_beam.runners.runner import create_runner
 
@@ -164,6 +177,7 @@ def _check_beam_args(beam_args: list[str]) -> None:
             create_runner(runner)
         except (ValueError, ImportError) as exc:
             raise UsageError(f"--runner {runner!r}: {str(exc).split('. ')[0]}") from None
+    return options
 
 
 def _check_breakdown(breakdown: str | None) -> None:
@@ -177,11 +191,10 @@ def _check_breakdown(breakdown: str | None) -> None:
 
 
 def _source(args: argparse.Namespace, settings: Settings,
-            beam_args: list[str]) -> tuple[Source, bool]:
+            options: PipelineOptions) -> tuple[Source, bool]:
     """The source, and whether the run streams."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import StandardOptions
 
-    from txpipe.contract import ATTR_TRANSACTION_ID
     from txpipe.sources import FileSource, PubSubSource
 
     if args.source == "file":
@@ -189,10 +202,11 @@ def _source(args: argparse.Namespace, settings: Settings,
             raise UsageError("--source file needs --input PATH_OR_GLOB")
         if "://" not in args.input and not glob.glob(os.path.expanduser(args.input)):
             raise UsageError(f"--input {args.input!r} matches no file")
-        return FileSource(os.path.expanduser(args.input)), "--streaming" in beam_args
+        return (FileSource(os.path.expanduser(args.input)),
+                bool(options.view_as(StandardOptions).streaming))
     if args.input:
         raise UsageError("--input is for --source file")
-    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
+    runner = options.view_as(StandardOptions).runner
     source = PubSubSource(args.subscription or settings.subscription_path,
                           timestamp_attribute=settings.pubsub_timestamp_attribute or None,
                           id_label=ATTR_TRANSACTION_ID if is_dataflow(runner) else None)
@@ -214,7 +228,7 @@ def _check_streaming_only(args: argparse.Namespace, settings: Settings, streamin
 def _sink(args: argparse.Namespace, settings: Settings, streaming: bool) -> Sink:
     """The sink, its outputs checked writable (the BigQuery dataset is checked by
     :func:`check_sink`, which reaches the service)."""
-    from txpipe.sinks import BigQuerySink, DuckDBSink, JsonlSink
+    from txpipe import sinks
 
     if args.sink == "jsonl":
         if not args.output:
@@ -225,7 +239,7 @@ def _sink(args: argparse.Namespace, settings: Settings, streaming: bool) -> Sink
         anomaly_output = args.anomaly_output or f"{args.output}-anomalies"
         if settings.anomalies:
             _writable_prefix(anomaly_output, "--anomaly-output")
-        return JsonlSink(args.output, dead, f"{args.output}-by-{args.breakdown}"
+        return sinks.JsonlSink(args.output, dead, f"{args.output}-by-{args.breakdown}"
                          if args.breakdown else None, streaming=streaming,
                          anomaly_output=anomaly_output)
     if args.sink == "duckdb":
@@ -233,25 +247,25 @@ def _sink(args: argparse.Namespace, settings: Settings, streaming: bool) -> Sink
         _writable_prefix(path, "--output")
         if os.path.exists(path) and not os.access(path, os.W_OK):
             raise UsageError(f"--output {path!r} is not writable")
-        return DuckDBSink.from_settings(path, settings)
+        return sinks.DuckDBSink.from_settings(path, settings)
     if args.output or args.dead_letter_output:
         raise UsageError("--sink bigquery takes its tables from BIGQUERY_DATASET_ID / "
                          "BIGQUERY_TABLE_ID (or --bigquery-dataset / --bigquery-table), "
                          "not --output")
     _check_bigquery_method(settings, streaming)
-    return BigQuerySink.from_settings(settings)
+    return sinks.BigQuerySink.from_settings(settings)
 
 
 def _with_run_id(settings: Settings, source: Source, breakdown: str | None,
-                 beam_args: list[str]) -> Settings:
+                 options: PipelineOptions) -> Settings:
     """The settings with the run's id settled (recorded in the job's options, stamped on its
     rows): given, derived from a replay's input, or drawn for a stream (txpipe.sinks.identity).
     """
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
 
     from txpipe.sinks import RunIdentity
 
-    if PipelineOptions(beam_args).view_as(GoogleCloudOptions).update and not settings.run_id:
+    if options.view_as(GoogleCloudOptions).update and not settings.run_id:
         raise UsageError("--update keeps the running job's state, so its rows must keep its "
                          "run id: add --run-id (the job's run_id pipeline option)")
 
@@ -273,9 +287,7 @@ def check_sink(run: RunPlan) -> None:
     """Open what the run writes to, as its writers will, before any data is read: a DuckDB
     file that is no database or stays locked, a BigQuery dataset that is missing or not
     writable, become one line (UsageError). Creates missing tables and views."""
-    from txpipe.sinks import BigQuerySink, DuckDBSink
-
-    if isinstance(run.sink, DuckDBSink):
+    if run.sink_name == "duckdb":
         from txpipe.sinks.duckdb import WarehouseError
 
         try:
@@ -285,7 +297,7 @@ def check_sink(run: RunPlan) -> None:
                                                        flush=True))
         except WarehouseError as exc:
             raise UsageError(f"--output {exc}") from None
-    elif isinstance(run.sink, BigQuerySink):
+    elif run.sink_name == "bigquery":
         from txpipe.resources import ResourceError, check_bigquery
 
         try:
@@ -309,8 +321,6 @@ def _file_loads_location(run: RunPlan) -> None:
     temp = pipeline_options(run).view_as(GoogleCloudOptions).temp_location
     if os.environ.get("BIGQUERY_EMULATOR_HOST"):
         if not temp:
-            import tempfile
-
             run.beam_args.append(f"--temp_location={tempfile.mkdtemp(prefix='txpipe-loads-')}")
         return
     if not (temp or "").startswith("gs://"):
@@ -318,82 +328,8 @@ def _file_loads_location(run: RunPlan) -> None:
                          "--temp_location gs://BUCKET/tmp (or choose streaming_inserts)")
 
 
-@dataclass
-class RunOutcome:
-    """How a run ended: ``done`` (finished by itself), ``drained`` (Ctrl+C or SIGTERM on a
-    local streaming run), ``cancelled`` (a second signal) or ``interrupted`` (a signal on a run
-    that cannot drain). ``result`` is None when the runner was stopped before it returned one."""
-
-    result: Any
-    ended: str = "done"
-    note: str | None = None  # what a cancel left unwritten
-    source: dict[str, int] = field(default_factory=dict)  # the local read's own counts
-
-
-def execute(run: RunPlan, options: Any = None) -> RunOutcome:
-    """Build and run the pipeline until it finishes, is drained or cancelled (Ctrl+C, SIGTERM);
-    ``options``: its Beam options (default: txpipe.runners.pipeline_options)."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import StandardOptions
-
-    from txpipe import runners
-    from txpipe.pipeline import build_pipeline
-    from txpipe.sinks import BigQuerySink, DuckDBSink
-    from txpipe.windowing import WindowSpec
-
-    options = options or runners.pipeline_options(run)
-    runner = options.view_as(StandardOptions).runner
-    adapter = runners.local_streaming(runner) if run.streaming else None
-    with runners.outside_ipython():
-        pipeline = beam.Pipeline(runner=runners.runner_for(options), options=options)
-        build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
-                       dead_letter_topic=run.dead_letter_topic, route=run.route,
-                       dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds)
-                       if adapter else None)
-        if run.streaming and is_dataflow(runner):
-            return RunOutcome(pipeline.run())  # runs until drained; waiting: cancel on Ctrl-C
-        with runners.local_bigquery(isinstance(run.sink, BigQuerySink), runner):
-            if adapter is not None:
-                warehouse = run.sink.path if isinstance(run.sink, DuckDBSink) else None
-                return _run_local(adapter, pipeline, WindowSpec.from_settings(run.settings),
-                                  warehouse)
-            return _run_batch(pipeline)
-
-
-def _run_batch(pipeline) -> RunOutcome:
-    """Run a bounded pipeline (or a stream on a runner that is not local) to its end."""
-    from txpipe.runners import StopSignals
-
-    result = None
-    try:
-        with StopSignals(interrupt=True):
-            result = pipeline.run()  # a batch run on the default runner returns when done
-            result.wait_until_finish()
-    except KeyboardInterrupt:
-        if result is not None:
-            log.warning("interrupted: cancelling the pipeline")
-            result.cancel()
-        return RunOutcome(result, "interrupted")
-    return RunOutcome(result)
-
-
-def _run_local(adapter, pipeline, windows, warehouse: str | None = None) -> RunOutcome:
-    """Run a local streaming pipeline: the first Ctrl+C / SIGTERM drains it, a second cancels.
-    Into a DuckDB ``warehouse`` its progress is recorded beside it, for the dashboard."""
-    handle = adapter.run(pipeline, windows)
-    recorder = adapter.record_progress(handle, warehouse) if warehouse else None
-    try:
-        ended, note = handle.until_stopped(
-            lambda text: print(f"txpipe run: {text}", file=sys.stderr, flush=True))
-    finally:
-        if recorder is not None:
-            recorder.stop()
-    return RunOutcome(handle.result, ended, note, handle.source_counters())
-
-
 def summary(counters: dict[str, int], source: dict[str, int] | None = None) -> str:
     from txpipe import metrics
-    from txpipe.contract import Reason
 
     parts = [f"{name}={n}" for name, n in (source or {}).items() if n or name == "pulled"]
     parts += [f"read={counters.get(metrics.READ, 0)}",
@@ -417,24 +353,33 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         build_parser().print_help()
         return 0
+    gc.disable()  # until the graph is built (txpipe.runners.execute)
+    try:
+        return _main(argv)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def _main(argv: list[str]) -> int:
     run = plan(argv)
+    from txpipe import runners
     from txpipe.metrics import read_counters
-    from txpipe.runners import pipeline_options
     from txpipe.windowing import WindowSpec
 
-    check_submission(pipeline_options(run))
+    check_submission(runners.pipeline_options(run))
     check_sink(run)  # may add a local --temp_location to run.beam_args
-    options = pipeline_options(run)
+    options = runners.pipeline_options(run)
     logs.configure(run.settings.log_level.value)
     log.info("starting: %s from %s into %s; %s route (%s); run id %s",
              WindowSpec.from_settings(run.settings).describe(), type(run.source).__name__,
              type(run.sink).__name__, run.route.value, run.route_reason, run.settings.run_id)
     if run.settings.anomalies:
-        from txpipe.anomaly import AnomalySpec
+        from txpipe.anomaly import AnomalySpec  # Beam's anomaly package: only when detecting
 
         log.info("anomaly detection: %s", AnomalySpec.from_settings(run.settings).describe())
     try:
-        outcome = execute(run, options)
+        outcome = runners.execute(run, options)
     except KeyboardInterrupt:  # before the pipeline started
         print("txpipe run: interrupted before the pipeline started", file=sys.stderr)
         return 130

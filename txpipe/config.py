@@ -1,13 +1,23 @@
-"""Settings from the environment and an optional ``.env``, typed and validated at start.
+"""Settings from the environment and an optional ``.env``, typed and validated at start, and
+the command-line flags derived from them.
 
-The names and defaults are the seed system's, so its ``.env`` files keep working. Command-line
-flags override the environment by passing keyword overrides to :func:`load_settings`.
+The names and defaults are the seed system's, so its ``.env`` files keep working. A settings
+field that declares a ``flag`` becomes ``--dashed-flag`` on ``run`` / ``export-job``
+(``--window-size 60``), beside the environment variable / ``.env`` name it always had
+(``WINDOW_SIZE_SECONDS``); the Flex Template knows it as ``window_size``
+(:mod:`txpipe.flex_template` translates). Flags override the environment by passing keyword
+overrides to :func:`load_settings`; values are validated once, by the model. This module
+imports no Beam: ``run --help`` and a refused flag answer without it.
 ``python -m txpipe.config`` prints what was loaded and ``configuration OK`` (exit 2 otherwise).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+import types
+import typing
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -72,7 +82,7 @@ class Settings(BaseSettings):
     )
 
     # A field with a ``flag`` is also a command-line flag of ``run`` / ``export-job``
-    # (txpipe.options): ENV_NAME and --dashed-flag; with a ``label`` also a Flex Template
+    # (SettingFlag below): ENV_NAME and --dashed-flag; with a ``label`` also a Flex Template
     # parameter (txpipe.flex_template, underscored). ``beam`` marks flags Beam itself defines.
     project_id: str = Field("txpipe-local", pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
                             description="Google Cloud project (any valid id for the emulators)",
@@ -166,6 +176,11 @@ class Settings(BaseSettings):
     warehouse_lock_wait_seconds: float = Field(
         20.0, ge=0, le=3600, description="how long `run` waits at start for another process "
         "(a notebook reading it) to let go of the DuckDB warehouse")
+    # Local only, so no flag and no Flex Template parameter: Dataflow estimates its own watermark.
+    local_estimation_band_seconds: float = Field(
+        10.0, ge=0, le=3600, allow_inf_nan=False,
+        description="how far the lab's local Pub/Sub read keeps its watermark behind the clock "
+        "once caught up (`run`, the demo, the notebooks): every window's latency floor")
 
     @model_validator(mode="after")
     def _sliding_period_fits(self) -> Settings:
@@ -236,6 +251,77 @@ def load_settings(env_file: str | None = ".env", **overrides: Any) -> Settings:
         return Settings(_env_file=env_file, **clean)
     except ValidationError as exc:
         raise ConfigError(describe(exc)) from None
+
+
+# --- the settings as command-line flags -----------------------------------------------------
+
+@dataclass(frozen=True)
+class SettingFlag:
+    field: str  # the settings field (dest)
+    flag: str  # dashed name, without the leading --
+    help: str
+    kind: type  # int, float, str, bool or an Enum
+    beam: bool  # Beam defines the option itself (--project, --region)
+    label: str  # the Flex Template parameter's label ("" : not a template parameter)
+
+    @property
+    def option(self) -> str:
+        return f"--{self.flag}"
+
+    @property
+    def beam_name(self) -> str:
+        """The underscored name Beam's options and Flex Template parameters use."""
+        return self.flag.replace("-", "_")
+
+    @property
+    def choices(self) -> list[str] | None:
+        if isinstance(self.kind, type) and issubclass(self.kind, Enum):
+            return [m.value for m in self.kind]
+        return None
+
+    def argparse_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"dest": self.field, "default": None, "help": self.help}
+        if self.kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif self.choices:
+            kwargs["choices"] = self.choices
+        else:
+            kwargs["type"] = self.kind
+            kwargs["metavar"] = ("SECONDS" if self.field.endswith("_seconds")
+                                 else self.flag.upper().replace("-", "_"))
+        return kwargs
+
+
+def _kind(annotation: Any) -> type:
+    """``int | None`` -> int; ``WindowType`` -> WindowType."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return annotation
+
+
+def setting_flags() -> tuple[SettingFlag, ...]:
+    """Every settings field that is also a flag, in the model's order."""
+    flags = []
+    for name, info in Settings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if "flag" not in extra:
+            continue
+        flags.append(SettingFlag(name, str(extra["flag"]), info.description or "",
+                                 _kind(info.annotation), bool(extra.get("beam")),
+                                 str(extra.get("label", ""))))
+    return tuple(flags)
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser | Any) -> None:
+    """Add every setting flag to an argparse parser or group (``--late-firings`` /
+    ``--no-late-firings`` for a yes-or-no setting)."""
+    for flag in setting_flags():
+        parser.add_argument(flag.option, **flag.argparse_kwargs())
+
+
+def setting_overrides(namespace: argparse.Namespace) -> dict[str, Any]:
+    """The settings the flags set (``None`` = not given: the environment's value stands)."""
+    return {f.field: getattr(namespace, f.field, None) for f in setting_flags()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from txpipe.config import Settings
 from txpipe.errors import UsageError
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ def package_setup_file() -> str | None:
 
 
 def local_project() -> str:
-    from txpipe.config import Settings
-
     return Settings.model_fields["project_id"].default
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from txpipe.cli import plan
 from txpipe.dataflow import is_dataflow
 from txpipe.errors import OneLineParser, UsageError, command
 
@@ -126,7 +127,6 @@ def export_job(argv: list[str]) -> ExportedJob:
     started = time.monotonic()
     args, rest = _parser().parse_known_args(argv)
     _refuse_remote(rest)
-    from txpipe.cli import plan
 
     run = plan(_runner_args(rest))
     out = _prepare(args.output)

@@ -17,9 +17,9 @@ import sys
 from enum import Enum
 from typing import Any
 
-from txpipe.config import Settings
+from txpipe import cli
+from txpipe.config import Settings, setting_flags
 from txpipe.contract import OPTIONAL_FIELDS
-from txpipe.options import setting_flags
 
 NAME = "txpipe: streaming transaction statistics"
 DESCRIPTION = ("Reads JSON transactions from Pub/Sub (event time from the event_ts attribute, "
@@ -32,9 +32,7 @@ def run_flags(parameters: list[str]) -> list[str]:
     """The launcher's ``--name=value`` parameters as ``run`` flags (``--window_size=60`` ->
     ``--window-size=60``, ``--anomalies=false`` -> ``--no-anomalies``); Beam's options pass
     through as they are."""
-    from txpipe.cli import build_parser
-
-    actions = {o: a for a in build_parser()._actions for o in a.option_strings}
+    actions = {o: a for a in cli.build_parser()._actions for o in a.option_strings}
     flags = []
     for arg in parameters:
         name, eq, value = arg.partition("=")
@@ -52,12 +50,10 @@ def run_flags(parameters: list[str]) -> list[str]:
 
 def launch(argv: list[str] | None = None) -> int:
     """The Flex Template launcher's entry point: ``run`` on Dataflow with the parameters."""
-    from txpipe.cli import main as run_main
-
     args = run_flags(list(sys.argv[1:] if argv is None else argv))
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.append("--runner=DataflowRunner")
-    return run_main(args)
+    return cli.main(args)
 
 
 # --- the metadata -------------------------------------------------------------------------
@@ -103,9 +99,7 @@ def _setting_parameter(flag) -> dict[str, Any]:
 
 def _run_parameters() -> list[dict[str, Any]]:
     """``run``'s own flags the streaming job takes (help from ``run``'s parser)."""
-    from txpipe.cli import build_parser
-
-    helps = {a.dest: a.help for a in build_parser()._actions}
+    helps = {a.dest: a.help for a in cli.build_parser()._actions}
     project = _bare(Settings.model_fields["project_id"].metadata[0].pattern)
     name = _bare(Settings.model_fields["pubsub_topic_id"].metadata[0].pattern)
     return [

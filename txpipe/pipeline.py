@@ -20,7 +20,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
-from txpipe import batch
+from txpipe import batch, schema
 from txpipe.aggregate import AggregateByDimension, AggregateWindows
 from txpipe.config import Route, Settings
 from txpipe.dedupe import DropDuplicates
@@ -163,8 +163,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: Settings, source: Source, 
 def detect_anomalies(result: StatsResult, settings: Settings, sink: Sink, run: RunIdentity):
     """The optional detection stage (txpipe.anomaly) on the window and per-dimension rows;
     returns the anomaly rows the sink refused, as dead letters (or None)."""
-    from txpipe.anomaly import DetectAnomalies
-    from txpipe.schema import ANOMALIES
+    from txpipe.anomaly import DetectAnomalies  # Beam's anomaly package (0.18 s): only if asked
 
     rows = (result.windows,) if result.by_dimension is None else (
         result.windows, result.by_dimension)
@@ -174,13 +173,11 @@ def detect_anomalies(result: StatsResult, settings: Settings, sink: Sink, run: R
         (
             found
             | "AnomaliesToJson" >> beam.Map(
-                lambda row: ANOMALIES.to_jsonl(run.stamp_anomaly(row)).encode())
+                lambda row: schema.ANOMALIES.to_jsonl(run.stamp_anomaly(row)).encode())
             | "PublishAnomalies" >> beam.io.WriteToPubSub(settings.alert_topic_path)
         )
     return refused
 
 
 def _dead_letter_message(row: dict) -> bytes:
-    from txpipe.schema import DEAD_LETTERS as TABLE
-
-    return TABLE.to_jsonl(row).encode()
+    return schema.DEAD_LETTERS.to_jsonl(row).encode()

@@ -1,5 +1,6 @@
-"""Running a pipeline: its Beam options, the runner named for a local run, and — on a local
-runner, when the lab is installed — the lab's adaptations.
+"""Running a pipeline: its Beam options, the runner named for a local run, — on a local
+runner, when the lab is installed — the lab's adaptations, and :func:`execute`, which builds
+and runs a ``run``'s graph until it ends, drains or is cancelled.
 
 A local run names the runner Beam's DirectRunner would switch to (the FnApiRunner for a
 bounded read, the BundleBasedDirectRunner for Pub/Sub), which skips the DirectRunner's probe
@@ -16,12 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import gc
 import logging
 import signal
 import sys
 import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
@@ -30,7 +34,9 @@ from apache_beam.options.pipeline_options import (
 )
 
 from txpipe import dataflow
-from txpipe.options import setting_flags
+from txpipe.config import setting_flags
+from txpipe.pipeline import build_pipeline
+from txpipe.windowing import WindowSpec
 
 if TYPE_CHECKING:
     from txpipe.config import Settings
@@ -131,10 +137,12 @@ def _lab() -> tuple[Any, Any]:
     return LocalStreaming, LocalBigQuery
 
 
-def local_streaming(runner: str | None):
+def local_streaming(runner: str | None, settings: Settings):
     """The lab's local-streaming adaptation for a streaming run on ``runner``, if any."""
     adapter = _lab()[0] if runner in LOCAL_RUNNERS else None
-    return adapter() if adapter is not None else None
+    if adapter is None:
+        return None
+    return adapter(band_seconds=settings.local_estimation_band_seconds)
 
 
 def local_bigquery(writes_bigquery: bool, runner: str | None) -> contextlib.AbstractContextManager:
@@ -171,3 +179,80 @@ class StopSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+# --- running it -----------------------------------------------------------------------------
+
+def _start_collecting() -> None:
+    """Start-up makes some 200,000 objects that live as long as the run (Beam's modules, the
+    graph): the garbage collector, scanning them again and again, took a third of a second of a
+    short replay. So it is paused until the graph is built, and then they are frozen out of its
+    sight (txpipe.cli.main, which paused it, unfreezes them at the end, for a caller that goes on)."""
+    gc.freeze()
+    gc.enable()
+
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended: ``done`` (finished by itself), ``drained`` (Ctrl+C or SIGTERM on a
+    local streaming run), ``cancelled`` (a second signal) or ``interrupted`` (a signal on a run
+    that cannot drain). ``result`` is None when the runner was stopped before it returned one."""
+
+    result: Any
+    ended: str = "done"
+    note: str | None = None  # what a cancel left unwritten
+    source: dict[str, int] = field(default_factory=dict)  # the local read's own counts
+
+
+def execute(run: Any, options: PipelineOptions | None = None) -> RunOutcome:
+    """Build and run the pipeline of ``run`` (a txpipe.cli.RunPlan) until it finishes, is
+    drained or cancelled (Ctrl+C, SIGTERM); ``options``: its Beam options (default:
+    :func:`pipeline_options`)."""
+    options = options or pipeline_options(run)
+    runner = options.view_as(StandardOptions).runner
+    adapter = local_streaming(runner, run.settings) if run.streaming else None
+    with outside_ipython():
+        pipeline = beam.Pipeline(runner=runner_for(options), options=options)
+        build_pipeline(pipeline, run.settings, run.source, run.sink, breakdown=run.breakdown,
+                       dead_letter_topic=run.dead_letter_topic, route=run.route,
+                       dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds)
+                       if adapter else None)
+        _start_collecting()
+        if run.streaming and dataflow.is_dataflow(runner):
+            return RunOutcome(pipeline.run())  # runs until drained; waiting: cancel on Ctrl-C
+        with local_bigquery(run.sink_name == "bigquery", runner):
+            if adapter is not None:
+                warehouse = run.sink.path if run.sink_name == "duckdb" else None
+                return _run_local(adapter, pipeline, WindowSpec.from_settings(run.settings),
+                                  warehouse)
+            return _run_batch(pipeline)
+
+
+def _run_batch(pipeline) -> RunOutcome:
+    """Run a bounded pipeline (or a stream on a runner that is not local) to its end."""
+    result = None
+    try:
+        with StopSignals(interrupt=True):
+            result = pipeline.run()  # a batch run on the default runner returns when done
+            result.wait_until_finish()
+    except KeyboardInterrupt:
+        if result is not None:
+            log.warning("interrupted: cancelling the pipeline")
+            result.cancel()
+        return RunOutcome(result, "interrupted")
+    return RunOutcome(result)
+
+
+def _run_local(adapter, pipeline, windows, warehouse: str | None = None) -> RunOutcome:
+    """Run a local streaming pipeline: the first Ctrl+C / SIGTERM drains it, a second cancels.
+    Into a DuckDB ``warehouse`` its progress is recorded beside it, for the dashboard."""
+    handle = adapter.run(pipeline, windows)
+    recorder = adapter.record_progress(handle, warehouse) if warehouse else None
+    try:
+        ended, note = handle.until_stopped(
+            lambda text: print(f"txpipe run: {text}", file=sys.stderr, flush=True))
+    finally:
+        if recorder is not None:
+            recorder.stop()
+    return RunOutcome(handle.result, ended, note, handle.source_counters())

@@ -18,6 +18,9 @@ import orjson
 from txpipe import money
 from txpipe.contract import UTC, Reason, format_timestamp
 
+# Beam and pyarrow are imported where a sink converts rows: the dashboard reads this module
+# without either.
+
 
 class Kind(str, Enum):
     TIMESTAMP = "TIMESTAMP"
@@ -341,3 +344,29 @@ def dead_letters_per_minute_sql(dead_letters: str, dialect: str) -> str:
     return f"""SELECT run_id, {minute} AS seen_minute, reason, COUNT(*) AS dead_letters
 FROM {dead_letters}
 GROUP BY run_id, seen_minute, reason"""
+
+
+@dataclass(frozen=True)
+class TableNames:
+    """What a warehouse calls its tables: the settings' table ids, the same in a DuckDB file
+    and a BigQuery dataset (the per-dimension table's name follows the window table's)."""
+
+    windows: str = "hourly_sales_aggregation"
+    dead_letters: str = "dead_letters"
+    anomalies: str = "anomalies"
+
+    @classmethod
+    def from_settings(cls, settings) -> TableNames:
+        return cls(settings.bigquery_table_id, settings.bigquery_dead_letter_table_id,
+                   settings.bigquery_anomaly_table_id)
+
+    @property
+    def dimensions(self) -> str:
+        return dimension_table_name(self.windows)
+
+    def tables(self, dimensions: bool = False, anomalies: bool = False) -> list[tuple[Table, str]]:
+        """The tables with their names: windows and dead letters always, the per-dimension
+        table when a run breaks down, the anomaly table when it detects."""
+        return [(WINDOW_STATS, self.windows), (DEAD_LETTERS, self.dead_letters)] + (
+            [(DIMENSION_STATS, self.dimensions)] if dimensions else []) + (
+            [(ANOMALIES, self.anomalies)] if anomalies else [])

@@ -65,7 +65,7 @@ class DemoConfig:
     jitter_seconds: float = 2.0
     local_dir: Path = Path(".local")
     #: The local read's estimation band (the watermark trails the clock by it once caught up);
-    #: None: LOCAL_ESTIMATION_BAND_SECONDS or the read's default.
+    #: None: the setting LOCAL_ESTIMATION_BAND_SECONDS.
     band_seconds: float | None = None
     anomalies: tuple[str, ...] = ()  # simulator scenarios to inject (DEMO_ANOMALIES)
 
@@ -424,7 +424,7 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
 
     from simulator import publish
     from txpipe.lab import live
-    from txpipe.lab.direct_pubsub import LocalStreaming, band_seconds, expiry
+    from txpipe.lab.direct_pubsub import LocalStreaming, expiry
     from txpipe.lab.local import PubSubEmulator  # noqa: F401 - keeps the import error early
     from txpipe.pipeline import build_pipeline
     from txpipe.resources import delete_pubsub, ensure_pubsub
@@ -445,7 +445,8 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     sink = DuckDBSink.from_settings(warehouse, settings)
     build_pipeline(pipeline, settings, source, sink,
                    dedupe=LocalStreaming().dedupe(settings.dedupe_horizon_seconds))
-    band = cfg.band_seconds if cfg.band_seconds is not None else band_seconds()
+    band = (cfg.band_seconds if cfg.band_seconds is not None
+            else settings.local_estimation_band_seconds)
     handle = live.start(pipeline, spec, band_seconds=band, keep_late=True,
                         restart_hold=False)  # its own subscription
     from txpipe.lab.dashboard import beside  # the live page and the read's progress
@@ -678,7 +679,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from txpipe.config import ConfigError
     from txpipe.lab import local
-    from txpipe.lab.direct_pubsub import BandError, band_seconds
 
     try:
         seconds = _env_number("DEMO_SECONDS", DEFAULT_SECONDS) if args.seconds is None else args.seconds
@@ -687,8 +687,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DemoError("--seconds and --rate must be > 0")
         run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         settings = demo_settings(run_id)
-        band_seconds()  # LOCAL_ESTIMATION_BAND_SECONDS, checked before anything starts
-    except (DemoError, ConfigError, BandError) as exc:
+    except (DemoError, ConfigError) as exc:
         print(f"txpipe demo: {exc}", file=sys.stderr)
         return 2
 

@@ -67,6 +67,7 @@ from apache_beam.runners.direct.transform_evaluator import (
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 
+from txpipe.config import Settings, WindowType
 from txpipe.contract import ATTR_TRANSACTION_ID, ContractError, parse_timestamp, to_micros
 
 #: Messages per pull request (the emulator hands out at most 100 per pull whatever is asked).
@@ -79,31 +80,9 @@ IDLE_SECONDS = 0.1
 PULL_TIMEOUT_SECONDS = 30.0
 #: How far behind the wall clock the watermark stays once the read has caught up: Dataflow's
 #: Pub/Sub estimation band (events reordered by up to that much before publishing are not late).
-#: The latency floor of every window; ``LOCAL_ESTIMATION_BAND_SECONDS`` sets it
+#: The latency floor of every window; the setting ``LOCAL_ESTIMATION_BAND_SECONDS`` sets it
 #: (docs/local-streaming.md: what each value costs in late data).
-ESTIMATION_BAND_SECONDS = 10.0
-BAND_VARIABLE = "LOCAL_ESTIMATION_BAND_SECONDS"
-
-
-class BandError(ValueError):
-    """An estimation band that is not a number of seconds >= 0; one line for the user."""
-
-
-def band_seconds() -> float:
-    """The local read's estimation band: ``LOCAL_ESTIMATION_BAND_SECONDS`` or the default. A
-    local setting only (Dataflow estimates its own watermark): not a Flex Template parameter."""
-    import os
-
-    text = os.environ.get(BAND_VARIABLE, "").strip()
-    if not text:
-        return ESTIMATION_BAND_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 3600:
-        raise BandError(f"{BAND_VARIABLE} must be a number of seconds in [0, 3600] (got {text!r})")
-    return value
+ESTIMATION_BAND_SECONDS: float = Settings.model_fields["local_estimation_band_seconds"].default
 
 #: Most messages the read holds unacknowledged (pulled, not yet written); past it, it stops
 #: pulling until writes let it acknowledge some. 250,000 is 80 s of traffic at 3,000 tx/s,
@@ -263,8 +242,6 @@ def expiry(spec) -> Callable[[int, int], bool]:
     runner drops an element with that event time arriving at that watermark — Beam's rule,
     ``watermark > window end + allowed lateness``, for its last window (the proto-window of a
     session)."""
-    from txpipe.config import WindowType
-
     lateness = (spec.allowed_lateness_seconds if spec.late_firings else 0) * 1_000_000
     size = spec.size_seconds * 1_000_000
     if spec.kind is WindowType.SESSION:
@@ -280,8 +257,6 @@ def ack_key(spec) -> Callable[[int], int] | None:
     an event belongs to — once the pipeline's watermark has passed it and nothing is in flight,
     every window of the event has fired and been written. None for sessions: a session's end
     is not known when its events are read (they are acknowledged on pull)."""
-    from txpipe.config import WindowType
-
     size = spec.size_seconds * 1_000_000
     if spec.kind is WindowType.SESSION:
         return None
@@ -685,7 +660,7 @@ class LocalStreaming:
     every streaming run on the DirectRunner (a bounded source simply ends)."""
 
     def __init__(self, bundle_size: int = BUNDLE_SIZE, idle_seconds: float = IDLE_SECONDS,
-                 band_seconds: float | None = None, keep_late: bool = False):
+                 band_seconds: float = ESTIMATION_BAND_SECONDS, keep_late: bool = False):
         self.bundle_size = bundle_size
         self.idle_seconds = idle_seconds
         self.band_seconds = band_seconds
@@ -701,8 +676,7 @@ class LocalStreaming:
         which imports this module); returns its LiveRun at once."""
         from txpipe.lab import live
 
-        band = self.band_seconds if self.band_seconds is not None else band_seconds()
-        return live.start(pipeline, windows, band, self.keep_late,
+        return live.start(pipeline, windows, self.band_seconds, self.keep_late,
                           bundle_size=self.bundle_size, idle_seconds=self.idle_seconds)
 
     def record_progress(self, run, warehouse: str):

@@ -1,15 +1,34 @@
 """Where rows go. Every sink writes the window rows, the per-dimension rows, the dead
-letters and the anomalies, each to a destination of its own, from the one schema in :mod:`txpipe.schema`, under
-the run's identity (:mod:`txpipe.sinks.identity`)."""
+letters and the anomalies, each to a destination of its own, from the one schema in
+:mod:`txpipe.schema`, under the run's identity (:mod:`txpipe.sinks.identity`).
 
-from typing import Protocol, runtime_checkable
+Each sink's module is loaded when its class is first asked for (``txpipe.sinks.DuckDBSink``):
+a run loads only its own sink — a replay into files neither BigQuery's writers nor DuckDB's.
+"""
 
-import apache_beam as beam
+from __future__ import annotations
 
-from txpipe.sinks.bigquery import BigQuerySink
-from txpipe.sinks.duckdb import DuckDBSink
+import importlib
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
 from txpipe.sinks.identity import IdentifyDeadLetters, RunIdentity
-from txpipe.sinks.jsonl import JsonlSink
+
+if TYPE_CHECKING:
+    import apache_beam as beam
+
+    from txpipe.sinks.bigquery import BigQuerySink
+    from txpipe.sinks.duckdb import DuckDBSink
+    from txpipe.sinks.jsonl import JsonlSink
+
+#: Each sink class, and the module that defines it (loaded on first use).
+_SINKS = {"BigQuerySink": "txpipe.sinks.bigquery", "DuckDBSink": "txpipe.sinks.duckdb",
+          "JsonlSink": "txpipe.sinks.jsonl"}
+
+
+def __getattr__(name: str):
+    if name in _SINKS:
+        return getattr(importlib.import_module(_SINKS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @runtime_checkable

@@ -17,6 +17,7 @@ batch executor); a stream with GroupIntoBatches, flushed every second.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -25,19 +26,12 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.transforms import window
 
-from txpipe.schema import (
-    ANOMALIES,
-    ANOMALY_VIEW,
-    DEAD_LETTER_VIEW,
-    DEAD_LETTERS,
-    DIMENSION_STATS,
-    WINDOW_STATS,
-    Table,
-    dead_letters_per_minute_sql,
-    dimension_table_name,
-    windows_with_anomalies_sql,
-)
+from txpipe import schema
+from txpipe.schema import Table, TableNames
 from txpipe.sinks.identity import RunIdentity
+
+# duckdb (0.12 s to import) is imported where a file is opened: the lab's local read loads this
+# module for its count of uncommitted rows, whatever the sink.
 
 #: How long a writer retries a file another process holds, once the run has started.
 LOCK_RETRY_SECONDS = 120.0
@@ -111,8 +105,6 @@ def is_lock_error(exc: Exception) -> bool:
 
 def lock_holder(exc: Exception) -> str:
     """"PID 1234" from DuckDB's conflicting-lock message, or "another process"."""
-    import re
-
     found = re.search(r"\(PID (\d+)\)", str(exc))
     return f"process {found.group(1)}" if found else "another process"
 
@@ -120,40 +112,24 @@ def lock_holder(exc: Exception) -> str:
 @dataclass(frozen=True)
 class DuckDBSink:
     path: str
-    table: str = "hourly_sales_aggregation"
-    dead_letter_table: str = "dead_letters"
-    anomaly_table: str = "anomalies"
+    names: TableNames = TableNames()
 
     @classmethod
     def from_settings(cls, path: str, settings) -> DuckDBSink:
-        """The sink of ``path`` under the settings' table names (the BigQuery ones, as a
-        warehouse and BigQuery hold the same tables)."""
-        return cls(path, settings.bigquery_table_id, settings.bigquery_dead_letter_table_id,
-                   settings.bigquery_anomaly_table_id)
-
-    @property
-    def dimension_table(self) -> str:
-        return dimension_table_name(self.table)
-
-    def tables(self, dimensions: bool = False,
-               anomalies: bool = False) -> list[tuple[Table, str]]:
-        """The warehouse's tables with their names here: windows and dead letters always, the
-        per-dimension table when a run breaks down, the anomaly table when it detects."""
-        return [(WINDOW_STATS, self.table), (DEAD_LETTERS, self.dead_letter_table)] + (
-            [(DIMENSION_STATS, self.dimension_table)] if dimensions else []) + (
-            [(ANOMALIES, self.anomaly_table)] if anomalies else [])
+        """The sink of ``path`` under the settings' table names."""
+        return cls(path, TableNames.from_settings(settings))
 
     def windows(self, run: RunIdentity) -> beam.PTransform:
-        return WriteDuckDB(self, WINDOW_STATS, self.table, run.stamp)
+        return WriteDuckDB(self, schema.WINDOW_STATS, self.names.windows, run.stamp)
 
     def dimension_stats(self, run: RunIdentity) -> beam.PTransform:
-        return WriteDuckDB(self, DIMENSION_STATS, self.dimension_table, run.stamp)
+        return WriteDuckDB(self, schema.DIMENSION_STATS, self.names.dimensions, run.stamp)
 
     def dead_letters(self, run: RunIdentity) -> beam.PTransform:
-        return WriteDuckDB(self, DEAD_LETTERS, self.dead_letter_table)
+        return WriteDuckDB(self, schema.DEAD_LETTERS, self.names.dead_letters)
 
     def anomalies(self, run: RunIdentity) -> beam.PTransform:
-        return WriteDuckDB(self, ANOMALIES, self.anomaly_table, run.stamp_anomaly)
+        return WriteDuckDB(self, schema.ANOMALIES, self.names.anomalies, run.stamp_anomaly)
 
     def ensure_schema(self, con, dimensions: bool = False, anomalies: bool = False) -> None:
         """Create what is missing (tables, views); refuse a table of another layout."""
@@ -161,7 +137,7 @@ class DuckDBSink:
             self._ensure_schema(con, dimensions, anomalies)
 
     def _ensure_schema(self, con, dimensions: bool, anomalies: bool) -> None:
-        for table, name in self.tables(dimensions, anomalies):
+        for table, name in self.names.tables(dimensions, anomalies):
             con.execute(table.duckdb_ddl(name))
             have = [r[0] for r in con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
@@ -175,11 +151,12 @@ class DuckDBSink:
             if table.totals_view:
                 con.execute(f'CREATE OR REPLACE VIEW "{table.totals_view}" AS\n'
                             + table.totals_sql(f'"{name}"'))
-        con.execute(f'CREATE OR REPLACE VIEW "{DEAD_LETTER_VIEW}" AS\n'
-                    + dead_letters_per_minute_sql(f'"{self.dead_letter_table}"', "duckdb"))
+        con.execute(f'CREATE OR REPLACE VIEW "{schema.DEAD_LETTER_VIEW}" AS\n'
+                    + schema.dead_letters_per_minute_sql(f'"{self.names.dead_letters}"', "duckdb"))
         if anomalies:
-            con.execute(f'CREATE OR REPLACE VIEW "{ANOMALY_VIEW}" AS\n'
-                        + windows_with_anomalies_sql(f'"{self.table}"', f'"{self.anomaly_table}"'))
+            con.execute(f'CREATE OR REPLACE VIEW "{schema.ANOMALY_VIEW}" AS\n'
+                        + schema.windows_with_anomalies_sql(f'"{self.names.windows}"',
+                                                            f'"{self.names.anomalies}"'))
 
     def check(self, dimensions: bool = False, anomalies: bool = False, wait_seconds: float = 20.0,
               progress: Callable[[str], None] | None = None) -> None:
@@ -244,8 +221,8 @@ class _WriteBatchFn(beam.DoFn):
                     con.execute(insert)
                 except (duckdb.CatalogException, duckdb.BinderException):
                     # no such table yet, or one of another layout (refused in one line)
-                    self.sink.ensure_schema(con, dimensions=self.table == DIMENSION_STATS,
-                                            anomalies=self.table == ANOMALIES)
+                    self.sink.ensure_schema(con, dimensions=self.table == schema.DIMENSION_STATS,
+                                            anomalies=self.table == schema.ANOMALIES)
                     con.execute(insert)
             finally:
                 con.close()

@@ -33,8 +33,13 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.typehints import KV
+
+from txpipe.parse import stamped
+from txpipe.sources import FileSource, MessagesSource
+from txpipe.windowing import WindowSpec
 
 #: Bumped if what goes into a derived run id changes, so old and new ids never collide.
 _DERIVATION = "txpipe-run-v1"
@@ -71,8 +76,6 @@ def draw_run_id() -> str:
 def derive_run_id(source, settings, breakdown: str | None = None) -> str | None:
     """A replay's id from its input and counting settings; None for a source that is not a
     replay (Pub/Sub, a test stream)."""
-    from txpipe.sources import FileSource, MessagesSource
-
     if isinstance(source, FileSource):
         prints = file_fingerprints(source.pattern)
     elif isinstance(source, MessagesSource):
@@ -89,8 +92,6 @@ def derive_run_id(source, settings, breakdown: str | None = None) -> str | None:
 
 def counting_settings(settings, breakdown: str | None) -> str:
     """The settings that decide what a replay's rows say (not where they go)."""
-    from txpipe.windowing import WindowSpec
-
     return f"{WindowSpec.from_settings(settings)!r} dedupe={settings.dedupe_horizon_seconds} " \
            f"breakdown={breakdown}"
 
@@ -99,8 +100,6 @@ def file_fingerprints(pattern: str) -> list[str]:
     """The content of every file ``pattern`` matches, as sorted digests: a local file's
     SHA-256 (≈0.7 GB/s here), a remote one's size and the checksum its store keeps (no
     download)."""
-    from apache_beam.io.filesystems import FileSystems
-
     prints = []
     for meta in FileSystems.match([pattern])[0].metadata_list:
         if "://" not in meta.path or meta.path.startswith("file://"):
@@ -162,8 +161,6 @@ def _number_group(element, run_id: str):
     """A replay's copies of one dead letter, all at hand: numbered 0, 1, ... (identical rows,
     so any order gives the same ids), each stamped again with when it was seen — the grouping
     stamped them with the end of the global window, which no per-minute file can name."""
-    from txpipe.parse import stamped
-
     key, rows = element
     for occurrence, row in enumerate(rows):
         yield stamped({**row, "run_id": run_id, "dead_letter_id": dead_letter_id(key, occurrence)})

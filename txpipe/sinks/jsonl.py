@@ -10,12 +10,17 @@ runs are the same query as the warehouses' ``window_totals`` view, over the file
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from txpipe.schema import ANOMALIES, DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
 from txpipe.sinks.identity import RunIdentity
@@ -24,10 +29,10 @@ from txpipe.sinks.identity import RunIdentity
 class WriteJsonl(beam.PTransform):
     """Rows -> files named PREFIX-<run_id>-*.jsonl.
 
-    A replay writes one set of shards for the whole run; a streaming run writes a file per
-    minute of event time, as unbounded output must be cut somewhere. Beam replaces the files
-    matching ``PREFIX-<run_id>-*-of-N<suffix>``: a rerun's own, never another run's; each table
-    has its own suffix, which keeps that from reaching another table's files.
+    A replay writes one file for the whole run, ``PREFIX-<run_id>-00000-of-00001<suffix>``
+    (each bundle a part, joined at the end), which a rerun replaces — its own, never another
+    run's; each table has its own suffix. A streaming run writes a file per minute of event
+    time, as unbounded output must be cut somewhere.
     """
 
     def __init__(self, prefix: str, table: Table, streaming: bool, run: RunIdentity,
@@ -43,8 +48,12 @@ class WriteJsonl(beam.PTransform):
         lines = rows | "ToJson" >> beam.Map(self.table.to_jsonl)
         prefix = f"{self.prefix}-{self.run.run_id}"
         if not self.streaming:
-            lines | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows()) | (
-                "WriteText" >> beam.io.WriteToText(prefix, file_name_suffix=self.suffix))
+            path = f"{prefix}-00000-of-00001{self.suffix}"  # WriteToText's name for one shard
+            parts = (lines
+                     | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+                     | "WriteParts" >> beam.ParDo(_WritePartsFn(path)))
+            rows.pipeline | "Once" >> beam.Impulse() | "WriteText" >> beam.ParDo(
+                _JoinPartsFn(path), beam.pvalue.AsList(parts))
             return None
         directory, name = os.path.split(os.path.abspath(prefix))
         lines | "PerMinute" >> beam.WindowInto(window.FixedWindows(60)) | (
@@ -54,6 +63,49 @@ class WriteJsonl(beam.PTransform):
                 shards=1,
             ))
         return None
+
+
+class _WritePartsFn(beam.DoFn):
+    """Each bundle's lines -> a part file beside ``path``; yields the part's name."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def start_bundle(self):
+        self._part, self._file = None, None
+
+    def process(self, line: str):
+        if self._file is None:
+            self._part = f"{self.path}.{uuid.uuid4().hex}.part"
+            self._file = FileSystems.create(self._part)
+        self._file.write(line.encode("utf-8") + b"\n")
+
+    def finish_bundle(self):
+        if self._file is not None:
+            self._file.close()
+            yield WindowedValue(self._part, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+
+class _JoinPartsFn(beam.DoFn):
+    """The parts -> one file, assembled aside and renamed into place: what WriteToText does for
+    one shard (an empty file for no lines), in three transforms instead of its twelve (each
+    costs a replay's start-up)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, _, parts: list[str]):
+        if len(parts) == 1:
+            FileSystems.rename(parts, [self.path])
+            return
+        whole = f"{self.path}.{uuid.uuid4().hex}.part"
+        with FileSystems.create(whole) as out:
+            for part in sorted(parts):
+                with FileSystems.open(part) as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+        FileSystems.rename([whole], [self.path])
+        if parts:
+            FileSystems.delete(parts)
 
 
 @dataclass(frozen=True)

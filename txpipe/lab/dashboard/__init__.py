@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.modules.setdefault("IPython", None)
     from txpipe.lab.dashboard import app, data
 
-    page = app.make_app(args.warehouse, data.Tables.from_settings(settings))
+    page = app.make_app(args.warehouse, data.TableNames.from_settings(settings))
     try:
         app.serve(page, port=args.port, ready=lambda url: print(LINE_PREFIX + url, flush=True))
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ COLOURS = {"EARLY": "#f2a33a", "ON_TIME": "#3b7dd8", "LATE": "#d64545"}
 class Board:
     """Reads the warehouse for every refresh and keeps the lag / backlog history."""
 
-    def __init__(self, warehouse: str, tables: data.Tables = data.Tables()):
+    def __init__(self, warehouse: str, tables: data.TableNames = data.TableNames()):
         self.warehouse, self.tables = warehouse, tables
         self.history: collections.deque = collections.deque(maxlen=HISTORY)
         self._lock = threading.Lock()
@@ -223,7 +223,7 @@ table.numbers td, table.numbers th { border: 1px solid #ccc; padding: 2px 8px; t
 """
 
 
-def make_app(warehouse: str, tables_: data.Tables = data.Tables(),
+def make_app(warehouse: str, tables_: data.TableNames = data.TableNames(),
              refresh_seconds: float = REFRESH_SECONDS):
     from dash import Dash, Input, Output, State, dcc, html, no_update
 

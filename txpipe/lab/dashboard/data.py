@@ -22,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from txpipe.schema import WINDOW_STATS
+from txpipe.schema import WINDOW_STATS, TableNames
 
 #: How many of the run's latest windows the page shows.
 WINDOWS_SHOWN = 40
@@ -31,18 +31,6 @@ ANOMALIES_SHOWN = 20
 #: How many times a look copies the file when a copy was torn by the writer's checkpoint.
 COPY_ATTEMPTS = 3
 PANE_TIMINGS = ("EARLY", "ON_TIME", "LATE")
-
-
-@dataclass(frozen=True)
-class Tables:
-    windows: str = "hourly_sales_aggregation"
-    dead_letters: str = "dead_letters"
-    anomalies: str = "anomalies"
-
-    @classmethod
-    def from_settings(cls, settings) -> Tables:
-        return cls(settings.bigquery_table_id, settings.bigquery_dead_letter_table_id,
-                   settings.bigquery_anomaly_table_id)
 
 
 @dataclass(frozen=True)
@@ -98,7 +86,7 @@ def signature(path: str | Path) -> tuple | None:
     return tuple(stats)
 
 
-def look(path: str | Path, tables: Tables = Tables(), windows_shown: int = WINDOWS_SHOWN,
+def look(path: str | Path, tables: TableNames = TableNames(), windows_shown: int = WINDOWS_SHOWN,
          ) -> Snapshot:
     """Read a :class:`Snapshot` of ``path``; an empty one (with a note) before the pipeline
     has written or while the file cannot be read."""
@@ -121,7 +109,7 @@ def look(path: str | Path, tables: Tables = Tables(), windows_shown: int = WINDO
         con.close()
 
 
-def copy_latest_run(con, path: Path, aside: Path, tables: Tables,
+def copy_latest_run(con, path: Path, aside: Path, tables: TableNames,
                     attempts: int = COPY_ATTEMPTS) -> tuple[str | None, set[str]]:
     """Copy the latest run's rows of ``path`` into the in-memory ``con``: from a copy of the
     file's bytes (and its write-ahead log) made in ``aside`` without taking DuckDB's lock. A
@@ -148,7 +136,7 @@ def copy_latest_run(con, path: Path, aside: Path, tables: Tables,
     raise AssertionError("unreachable")
 
 
-def _copy_rows(con, tables: Tables) -> tuple[str | None, set[str]]:
+def _copy_rows(con, tables: TableNames) -> tuple[str | None, set[str]]:
     try:
         have = {r[0] for r in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'warehouse'"
@@ -164,7 +152,7 @@ def _copy_rows(con, tables: Tables) -> tuple[str | None, set[str]]:
         con.execute("DETACH warehouse")
 
 
-def _look(con, tables: Tables, run_id: str, have: set[str], windows_shown: int,
+def _look(con, tables: TableNames, run_id: str, have: set[str], windows_shown: int,
           now: float) -> Snapshot:
     windows, windows_total, transactions_total = (), 0, 0
     if tables.windows in have:
@@ -181,7 +169,7 @@ def _look(con, tables: Tables, run_id: str, have: set[str], windows_shown: int,
                     anomalies_total)
 
 
-def latest_run(con, tables: Tables, have: set[str]) -> str | None:
+def latest_run(con, tables: TableNames, have: set[str]) -> str | None:
     """The run that wrote last, to the window or the dead-letter table (of the attached
     warehouse)."""
     parts = []
