@@ -9,9 +9,7 @@ import pandas as pd
 import pytest
 
 from simulator import SimulationConfig, generate
-from txpipe.config import Accumulation
 from txpipe.lab import notebook as nb
-from txpipe.windowing import WindowSpec
 
 
 @pytest.fixture(scope="module")
@@ -75,28 +73,6 @@ def test_lateness_follows_the_window_end_and_the_allowance():
         "sent_at": pd.to_datetime([start + timedelta(seconds=s) for s in (12, 31, 59, 61)]),
     })
     assert list(nb.lateness(frame, 30, 30)) == ["on_time", "late", "late", "dropped"]
-
-
-def test_scenario_panes_are_placed_and_both_modes_agree():
-    story = (nb.Scenario()
-             .arrive(("a", "10.00", 3), ("b", "5.00", 7))
-             .wait(10)
-             .watermark(30)
-             .arrive(("c", "2.00", 25))
-             .watermark(61)
-             .arrive(("d", "1.00", 29)))
-    totals = {}
-    for mode in Accumulation:
-        spec = WindowSpec(size_seconds=30, allowed_lateness_seconds=30, early_firing_seconds=10,
-                          accumulation=mode)
-        panes = nb.run_scenario(story, spec)
-        assert list(panes["pane_timing"]) == ["EARLY", "ON_TIME", "LATE"]
-        assert list(panes["fired_at_step"]) == [2, 3, 4]
-        totals[mode] = panes["total_transactions"].astype(int).tolist()
-        fates = story.elements(spec).set_index("transaction_id")["fate"]
-        assert fates["d"] == "too late, dropped"
-    assert totals[Accumulation.ACCUMULATING] == [2, 2, 3]
-    assert totals[Accumulation.DISCARDING] == [2, 0, 1]
 
 
 def test_watermarks_that_follow_the_data_or_know_it():

@@ -16,10 +16,10 @@ T0 = 1_800_000_000.0  # an instant on a whole minute
 
 def _stream() -> test_stream.TestStream:
     return (test_stream.TestStream().advance_watermark_to(T0)
-            .advance_processing_time(30).add_elements([TimestampedValue(("k", 5), T0 + 10)])
-            .advance_processing_time(20).add_elements([TimestampedValue(("k", 9), T0 + 20)])
+            .advance_processing_time(30).add_elements([TimestampedValue(("k", (5, T0 + 10)), T0 + 10)])
+            .advance_processing_time(20).add_elements([TimestampedValue(("k", (9, T0 + 20)), T0 + 20)])
             .advance_processing_time(100).advance_watermark_to(T0 + 120)
-            .add_elements([TimestampedValue(("k", 1), T0 + 30)])
+            .add_elements([TimestampedValue(("k", (1, T0 + 30)), T0 + 30)])
             .advance_watermark_to_infinity())
 
 
@@ -44,6 +44,9 @@ def test_fire_times_follow_the_trigger_that_fired_each_pane():
     # EARLY: a minute after the 5 (the first element of the pane) arrived at 30 s;
     # ON_TIME: when the watermark reached the window's end; LATE: when the 1 arrived.
     assert fired == [90, 150, 150]
+    # Aligned to whole minutes instead (Java's alignedTo(60, T0)): the 5 came at 30 s.
+    aligned = [f - T0 for f in book.fire_times(_stream(), panes, None, aligned=(60, T0))]
+    assert aligned == [60, 150, 150]
 
 
 def test_local_read_watermark_is_the_read_s_own_rule():

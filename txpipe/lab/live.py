@@ -14,7 +14,8 @@ A local streaming run on the DirectRunner goes through the same steps wherever i
 :meth:`LiveRun.finish` is 3 + 4 (what a notebook calls when its publisher is done) and
 :meth:`LiveRun.until_stopped` the CLI's loop (first signal drains, second cancels).
 :meth:`LiveRun.progress` is the read's watermark and backlog, for a dashboard.
-:class:`LiveStack` is the notebooks' emulator and jobs, on the same driver.
+:class:`LiveStack` is the live notebooks' emulator and Pub/Sub resources; they call the pieces
+above by name.
 """
 
 from __future__ import annotations
@@ -346,14 +347,14 @@ class LiveRun:
 
 
 class LiveStack:
-    """The Pub/Sub emulator for the live notebooks, and the streaming jobs they run.
+    """The Pub/Sub emulator for the live notebooks, and the topics and subscriptions they use.
 
     :meth:`connect` uses the emulator ``PUBSUB_EMULATOR_HOST`` names when it answers; else it
     starts one on a free port through :class:`txpipe.lab.local.PubSubEmulator` (stopped, by PID,
     in :meth:`stop`); when neither is possible, or ``TXPIPE_NOTEBOOK_EMULATOR=off`` is set,
     :attr:`available` is False and :attr:`status` says why, so the notebook's cells can skip
-    cleanly. :meth:`run` starts a streaming job on the driver above (:func:`start`), as
-    ``python -m txpipe run`` and the demo do.
+    cleanly. The notebooks start their jobs with :func:`start` and call the rest of the driver
+    by name, as ``python -m txpipe run`` and the demo do.
     """
 
     def __init__(self) -> None:
@@ -361,8 +362,6 @@ class LiveStack:
         self.host: str | None = None
         self.status = ""
         self._previous_env: str | None = None
-        self._publishers: list[Publishing] = []
-        self._runs: list[LiveRun] = []
 
     @property
     def available(self) -> bool:
@@ -414,53 +413,7 @@ class LiveStack:
             made.append(settings)
         return made
 
-    def publish_in_background(self, cfg, topic_path: str) -> dict:
-        """Publish ``cfg``'s stream (paced, stamped now) from a thread; the returned dict gets
-        ``stats`` (simulator PublishStats) and ``truth`` (its ground truth) when it is done."""
-        from simulator import TruthBuilder, publish
-
-        outcome: dict[str, Any] = {}
-        truth = TruthBuilder(cfg.window_size)
-
-        def work(stop: threading.Event) -> None:
-            outcome["stats"] = publish(cfg, topic_path, stop_event=stop, truth=truth, paced=True)
-            outcome["truth"] = truth.build(outcome["stats"].config or cfg)
-
-        publishing = Publishing(work, name="publisher")
-        self._publishers.append(publishing)
-        outcome["thread"] = publishing.thread
-        return outcome
-
-    def local(self):
-        """The lab's local-runner adaptation: ``local().dedupe(horizon)`` is the job's Dedupe."""
-        from txpipe.lab.direct_pubsub import LocalStreaming
-
-        return LocalStreaming()
-
-    def run(self, pipeline, settings=None) -> LiveRun:
-        """Start a streaming ``pipeline`` on the DirectRunner with the local read; returns its
-        :class:`LiveRun`: ``finish()`` when the publisher is done (read what is left, drain,
-        wait), or its pieces one by one. ``settings`` (the job's Settings) lets it count what
-        arrived too late and acknowledge after commit, and sets its estimation band."""
-        from txpipe.windowing import WindowSpec
-
-        if settings is None:
-            handle = start(pipeline, restart_hold=False)  # resources() made its subscriptions
-        else:
-            handle = start(pipeline, WindowSpec.from_settings(settings),
-                           settings.local_estimation_band_seconds, restart_hold=False)
-        self._runs.append(handle)
-        return handle
-
     def stop(self) -> str:
-        for publishing in self._publishers:
-            publishing.stop.set()
-        for publishing in self._publishers:
-            publishing.join(timeout=30)
-        for handle in self._runs:  # a job still running drains: what it read gets written
-            if not handle.done:
-                handle.drain_and_wait(timeout=60)
-        self._runs.clear()
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
@@ -476,15 +429,3 @@ def _answers(host: str) -> bool:
     from txpipe.lab.local import _http_answers
 
     return _http_answers(f"http://{host}/")
-
-
-def streaming_interactive_pipeline():
-    """An InteractiveRunner pipeline in streaming mode, for unbounded sources (Pub/Sub)."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
-
-    options = PipelineOptions([])
-    options.view_as(StandardOptions).streaming = True
-    return beam.Pipeline(InteractiveRunner(), options=options)
-

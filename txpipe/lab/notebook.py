@@ -1,9 +1,9 @@
 """What the notebooks import as ``nb`` (``from txpipe.lab import notebook as nb``): one
 namespace over the lab's notebook helpers, which live by concern in
 :mod:`txpipe.lab.frames` (the stream, recounts, tidy tables), :mod:`txpipe.lab.plots`
-(pictures), :mod:`txpipe.lab.scenarios` (TestStream scenarios, :class:`Bucket`),
+(pictures), :mod:`txpipe.lab.scenarios` (:class:`Bucket`),
 :mod:`txpipe.lab.kernel` (Interactive Beam in a kernel) and :mod:`txpipe.lab.live` (the
-emulator and live jobs, :class:`LiveStack`). Most draw and tidy; the Beam code the notebooks
+emulator and its topics, :class:`LiveStack`). Most draw and tidy; the Beam code the notebooks
 teach stays in their cells.
 """
 
@@ -35,23 +35,22 @@ from txpipe.lab.plots import (
     plot_graph,
     plot_panes,
     plot_stream,
-    plot_timeline,
     plot_window_kinds,
     plot_windows,
 )
-from txpipe.lab.scenarios import Bucket, Scenario, Step, pane_story, run_scenario
+from txpipe.lab.scenarios import Bucket
 
 __all__ = [
-    "NOTEBOOK_START", "STAT_COLUMNS", "Bucket", "LiveStack", "Scenario", "Step",
+    "NOTEBOOK_START", "STAT_COLUMNS", "Bucket", "LiveStack",
     "bad_examples", "compare_windows", "conservation", "data_watermark", "dead_letter_reasons",
-    "decimals_as_text", "job_steps", "job_summary", "lateness", "messages_frame", "pane_story",
+    "decimals_as_text", "job_steps", "job_summary", "lateness", "messages_frame",
     "perfect_watermark", "plot_categories", "plot_graph", "plot_panes", "plot_stream",
-    "plot_timeline", "plot_window_kinds", "plot_windows", "position_in_window", "recount",
-    "run_scenario", "static_outputs", "stderr_to", "streaming_interactive_pipeline",
+    "plot_window_kinds", "plot_windows", "position_in_window", "recount",
+    "static_outputs", "stderr_to",
     "summary_table", "tidy_collect", "window_close_delay", "window_table",
 ]
 
 
 # --- live, from the Pub/Sub emulator: the one local-streaming driver's -----------------------
 
-from txpipe.lab.live import LiveStack, streaming_interactive_pipeline  # noqa: E402
+from txpipe.lab.live import LiveStack  # noqa: E402

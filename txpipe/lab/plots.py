@@ -1,19 +1,14 @@
 """The notebooks' pictures (matplotlib, PNGs that render anywhere): a pipeline's graph, window
-statistics, three kinds of window, a live job's panes, the stream's arrival and categories, and a
-TestStream scenario's timeline. They draw; they run nothing.
+statistics, three kinds of window, a live job's panes, and the stream's arrival and
+categories. They draw; they run nothing.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import pandas as pd
-
-if TYPE_CHECKING:
-    from txpipe.lab.scenarios import Scenario
 
 
 def plot_graph(pipeline, title: str = "", expand: Sequence[str] = ()):
@@ -246,66 +241,5 @@ def plot_categories(frame: pd.DataFrame):
     ax_a.set_xscale("log")
     ax_a.set_xlabel("amount (log scale)")
     ax_a.set_title("how much")
-    fig.tight_layout()
-    return fig
-
-
-def plot_timeline(scenario: Scenario, spec, panes: pd.DataFrame, title: str = ""):
-    """Event time (y) against arrival order (x): elements by fate, the watermark, windows
-    as bands, and each pane marked where it fired, at its window's end."""
-    import matplotlib.pyplot as plt
-
-    elements = scenario.elements(spec)
-    n_steps = len(scenario.steps) + 1
-    fig, ax = plt.subplots(figsize=(10, 4.6))
-    size = spec.size_seconds
-    highest = max([*elements["event_s"],
-                   *[s.seconds for s in scenario.steps if s.kind == "watermark"], size])
-    covered = math.ceil(highest / size) * size
-    top = covered + size * 0.65  # headroom for the legend and the pane labels
-    for i, lo in enumerate(range(0, int(covered), size)):
-        ax.axhspan(lo, lo + size, color="#f2f2f2" if i % 2 else "#e6eef7", zorder=0)
-        ax.text(n_steps + 0.7, lo + size / 2, f"window [{lo}, {lo + size})", va="center",
-                fontsize=8, color="#555")
-    style = {"on time": ("o", "#4c72b0"), "late, kept": ("s", "#dd8452"),
-             "too late, dropped": ("X", "#c44e52")}
-    for fate, (marker, color) in style.items():
-        rows = elements[elements["fate"] == fate]
-        if len(rows):
-            ax.scatter(rows["step"], rows["event_s"], marker=marker, color=color, s=55,
-                       zorder=3, label=fate)
-            for _, r in rows.iterrows():
-                ax.annotate(r["transaction_id"], (r["step"], r["event_s"]), fontsize=7,
-                            xytext=(4, 3), textcoords="offset points")
-    wm_x, wm_y, wm = [0.5], [0.0], 0.0
-    for n, step in enumerate(scenario.steps, 1):
-        if step.kind == "watermark":
-            wm = max(wm, step.seconds)
-        if step.kind == "wait":
-            ax.axvline(n, color="#8172b3", ls=":", lw=1)
-            ax.text(n + 0.05, top * 0.01, f"+{step.seconds:g}s", color="#8172b3", fontsize=7,
-                    ha="left", va="bottom")
-        wm_x.append(n + 0.5)
-        wm_y.append(wm)
-    ax.step(wm_x, wm_y, where="pre", color="#1f3b73", lw=1.8, label="watermark")
-    colors = {"EARLY": "#55a868", "ON_TIME": "#1f3b73", "LATE": "#dd8452"}
-    for _, pane in panes.iterrows():
-        x = min(pane["fired_at_step"], n_steps - 0.1)
-        ax.scatter([x], [pane["end_s"]], marker="D", s=70, color=colors[pane["pane_timing"]],
-                   edgecolor="black", zorder=4)
-        ax.annotate(f"{pane['pane_timing']} #{pane['pane_index']}: "
-                    f"{int(pane['total_transactions'])} tx",
-                    (x, pane["end_s"]), fontsize=7.5, xytext=(2, 8), rotation=35,
-                    textcoords="offset points", ha="left", va="bottom",
-                    color=colors[pane["pane_timing"]])
-    ax.scatter([], [], marker="D", color="white", edgecolor="black", label="pane fired")
-    ax.set_xlim(0.5, n_steps + 2.6)
-    ax.set_ylim(0, top)
-    ax.set_xticks(range(1, n_steps + 1))
-    ax.set_xticklabels([str(n) for n in range(1, n_steps)] + ["end"])
-    ax.set_xlabel("arrival order (TestStream step)")
-    ax.set_ylabel("event time (s)")
-    ax.legend(loc="upper left", fontsize=8, ncol=4)
-    ax.set_title(title or spec.describe(), fontsize=10)
     fig.tight_layout()
     return fig

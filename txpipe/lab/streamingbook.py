@@ -26,7 +26,7 @@ def clock(seconds: float) -> str:
 def script(stream) -> tuple[pd.DataFrame, list[tuple[float, float]]]:
     """A TestStream read back as a timeline: its elements, each with the processing time it
     arrived at (the stream's clock starts at its first watermark), and the watermark as
-    (processing time, event time) steps. Elements are ``(key, value)`` pairs."""
+    (processing time, event time) steps. Elements are ``(key, (value, event time))`` pairs."""
     from apache_beam.testing.test_stream import ElementEvent, ProcessingTimeEvent, WatermarkEvent
 
     now = wm = None
@@ -40,20 +40,22 @@ def script(stream) -> tuple[pd.DataFrame, list[tuple[float, float]]]:
             now += float(event.advance_by)
         elif isinstance(event, ElementEvent):
             for tv in event.timestamped_values:
-                rows.append({"value": tv.value[1], "event": float(tv.timestamp), "arrival": now,
-                             "watermark": wm})
+                rows.append({"value": tv.value[1][0], "event": float(tv.timestamp),
+                             "arrival": now, "watermark": wm})
     steps.append((now, steps[-1][1]))
     return pd.DataFrame(rows), steps
 
 
-def fire_times(stream, panes: pd.DataFrame, early_delay: float | None) -> list[float]:
+def fire_times(stream, panes: pd.DataFrame, early_delay: float | None,
+               aligned: tuple[float, float] | None = None) -> list[float]:
     """When (processing time) each pane fired, from the stream and what each pane holds.
 
     ON_TIME: when the watermark passed the window's end (the stream's end for the final
     advance); LATE (``AfterCount(1)``): when its newest element arrived; EARLY: when its
     newest element arrived, or ``early_delay`` after the first element new since the previous
-    pane of an overlapping window (``AfterProcessingTime``) if that is later. For drawing: the
-    panes themselves come from the pipeline."""
+    pane of an overlapping window (``AfterProcessingTime``) if that is later — or, with
+    ``aligned=(period, offset)``, at the first instant ``offset + k * period`` not before that
+    element. For drawing: the panes themselves come from the pipeline."""
     elements, steps = script(stream)
     arrival = {(r.value, r.event): r.arrival for r in elements.itertuples()}
     end_of_stream = steps[-1][0]
@@ -64,19 +66,29 @@ def fire_times(stream, panes: pd.DataFrame, early_delay: float | None) -> list[f
         newest = max((arrival[c] for c in contents), default=None)
         if pane.timing == "ON_TIME":
             fired = next((t for t, w in steps if w >= pane.end), end_of_stream)
-        elif pane.timing == "LATE" or not early_delay:
+        elif pane.timing == "LATE" or not (early_delay or aligned):
             fired = newest
         else:
             before = set().union(*[c for s, e, c in seen if s >= pane.start and e <= pane.end])
             new = [arrival[c] for c in contents - before]
-            fired = max(newest, min(new) + early_delay) if new else newest
+            fired = max(newest, _timer(min(new), early_delay, aligned)) if new else newest
         seen.append((pane.start, pane.end, contents))
         out.append(fired)
     return out
 
 
+def _timer(first: float, delay: float | None, aligned: tuple[float, float] | None) -> float:
+    """When a processing-time trigger set at ``first`` fires: after ``delay``, or at the next
+    aligned instant (Java's ``alignedTo(period, offset)``: the instant itself when on one)."""
+    if aligned is None:
+        return first + (delay or 0)
+    period, offset = aligned
+    behind = (first - offset) % period
+    return first if behind == 0 else first + period - behind
+
+
 def plot_book(stream, panes: pd.DataFrame, title: str, early_delay: float | None = None,
-              expected: pd.DataFrame | None = None):
+              aligned: tuple[float, float] | None = None):
     """One of the book's figures: processing time (x) against event time (y), each score at
     its arrival (a cross when no pane holds it: dropped), the watermark, and every pane as a
     bar over its window's event times at the processing time it fired, labelled with its
@@ -105,7 +117,7 @@ def plot_book(stream, panes: pd.DataFrame, title: str, early_delay: float | None
     ws = [max(w, lo - 30) for _, w in steps]
     ax.step(xs, ws, where="post", color="#1f3b73", lw=1.6, ls="--", label="watermark")
     labelled: list[tuple[float, float]] = []  # (fired, window end) of the labels so far
-    for pane, fired in zip(panes.itertuples(), fire_times(stream, panes, early_delay),
+    for pane, fired in zip(panes.itertuples(), fire_times(stream, panes, early_delay, aligned),
                            strict=True):
         color = PANE_COLORS[pane.timing]
         ax.plot([fired, fired], [pane.start, pane.end], color=color, lw=5, alpha=0.75,
