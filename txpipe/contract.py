@@ -8,8 +8,8 @@ so publishers stay light.
 The contract is a declared schema, :class:`Message`, decoded by msgspec in C in one call — any
 spacing, field order, number spelling, fraction of a second, UTC offset, unknown fields. The
 rules a schema library does not express (amount a JSON number and never a string, finite,
-> 0, at most 15 significant digits and 9 decimals; a non-empty id; RFC 3339 with an offset,
-read by ciso8601, also in C) are checked right after, on every message alike. Only a message
+> 0 and below 10^15, at most 15 significant digits and 9 decimals; a non-empty id; RFC 3339
+with an offset, read by ciso8601, also in C) are checked right after, on every message alike. Only a message
 the schema rejects takes a second look, :func:`_diagnose`, whose one job is to say *why* in the
 contract's words (reason and message): it never accepts what the schema refused.
 """
@@ -43,6 +43,9 @@ MAX_TRANSACTION_ID_CHARS = 256
 MAX_AMOUNT_DIGITS = 15
 #: BigQuery NUMERIC holds 9 fractional digits.
 MAX_AMOUNT_SCALE = 9
+#: Amounts stay below 10^15: NUMERIC's 29 integer digits then hold any window's sum (up to
+#: 10^14 transactions), and the statistics' decimal arithmetic never overflows.
+MAX_AMOUNT_INTEGER_DIGITS = 15
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -134,6 +137,11 @@ def check_amount(amount: Decimal, written: object = None) -> Decimal:
         places = 0 if point < 0 else len(text) - point - 1
         if places <= MAX_AMOUNT_SCALE and amount.adjusted() + places < MAX_AMOUNT_DIGITS:
             return amount
+    if amount.adjusted() >= MAX_AMOUNT_INTEGER_DIGITS:
+        raise ContractError(
+            Reason.INVALID_AMOUNT,
+            f"amount {amount} is too large (it must be below 1e{MAX_AMOUNT_INTEGER_DIGITS})",
+        )
     _, digits, exponent = amount.normalize().as_tuple()
     if len(digits) > MAX_AMOUNT_DIGITS:
         raise ContractError(
