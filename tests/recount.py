@@ -182,6 +182,9 @@ def bad_records(big: bool = False) -> list[tuple[bytes, str]]:
         (_obj(amount="99999999999999999999999"), "invalid_amount"),
         # invalid_timestamp
         (_obj(ts='"2026-11-27T10:00:00"'), "invalid_timestamp"),  # no offset
+        # windows of up to a day around these would start or end outside years 1-9999
+        (_obj(ts='"9999-12-31T23:59:59.999999Z"'), "invalid_timestamp"),
+        (_obj(ts='"0001-01-01T00:00:00Z"'), "invalid_timestamp"),
         (_obj(ts='"2026-11-27T10:00:00.250"'), "invalid_timestamp"),
         (_obj(ts='"2026-11-27"'), "invalid_timestamp"),  # date only
         (_obj(ts='"2026-11-27T10:00:00+0530"'), "invalid_timestamp"),

@@ -48,6 +48,10 @@ MAX_AMOUNT_SCALE = 9
 MAX_AMOUNT_INTEGER_DIGITS = 15
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Event times a day inside the years 1-9999 that datetime and BigQuery TIMESTAMP hold, so a
+#: window of up to a day (the longest window size) around one starts and ends within them.
+EARLIEST_EVENT = datetime(1, 1, 2, tzinfo=UTC)
+LATEST_EVENT = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 
 _US = timedelta(microseconds=1)
 
@@ -98,13 +102,22 @@ def parse_timestamp(value: object) -> datetime:
     try:
         moment = ciso8601.parse_rfc3339(value)
         # OverflowError: a valid local time whose UTC is outside years 1-9999.
-        return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+        if moment.tzinfo is not UTC:
+            moment = moment.astimezone(UTC)
     except (ValueError, OverflowError):
         raise ContractError(
             Reason.INVALID_TIMESTAMP,
             f"timestamp {value[:64]!r} is not RFC 3339 with a UTC offset "
             "(e.g. 2026-11-27T10:00:00.250Z)",
         ) from None
+    if not EARLIEST_EVENT <= moment <= LATEST_EVENT:
+        raise ContractError(
+            Reason.INVALID_TIMESTAMP,
+            f"timestamp {value[:64]!r} is outside {EARLIEST_EVENT:%Y-%m-%d} – "
+            f"{LATEST_EVENT:%Y-%m-%d}, where every window it falls in has a start and an end "
+            "a warehouse can hold",
+        )
+    return moment
 
 
 def parse_amount(value: object) -> Decimal:
