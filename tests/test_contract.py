@@ -215,13 +215,13 @@ def _reference_amount_rule(amount: Decimal) -> str | None:
         return "finite"
     if amount <= 0:
         return "> 0"
-    if amount >= Decimal("1e15"):
-        return "too large"
     _, digits, exponent = amount.normalize().as_tuple()
     if len(digits) > 15:
         return "significant digits"
     if -exponent > 9:
         return "decimal places"
+    if amount >= Decimal("1e15"):
+        return "too large"
     return None
 
 
@@ -242,8 +242,8 @@ def test_the_amount_check_is_the_contracts_rule(amount):
         check_amount(amount)
         verdict = None
     except ContractError as exc:
-        verdict = next(k for k in ("finite", "> 0", "too large", "significant digits",
-                                   "decimal places")
+        verdict = next(k for k in ("finite", "> 0", "significant digits", "decimal places",
+                                   "too large")
                        if k in str(exc))
     assert verdict == expected, amount
 

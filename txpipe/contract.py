@@ -150,11 +150,6 @@ def check_amount(amount: Decimal, written: object = None) -> Decimal:
         places = 0 if point < 0 else len(text) - point - 1
         if places <= MAX_AMOUNT_SCALE and amount.adjusted() + places < MAX_AMOUNT_DIGITS:
             return amount
-    if amount.adjusted() >= MAX_AMOUNT_INTEGER_DIGITS:
-        raise ContractError(
-            Reason.INVALID_AMOUNT,
-            f"amount {amount} is too large (it must be below 1e{MAX_AMOUNT_INTEGER_DIGITS})",
-        )
     _, digits, exponent = amount.normalize().as_tuple()
     if len(digits) > MAX_AMOUNT_DIGITS:
         raise ContractError(
@@ -165,6 +160,11 @@ def check_amount(amount: Decimal, written: object = None) -> Decimal:
         raise ContractError(
             Reason.INVALID_AMOUNT,
             f"amount {amount} has more than {MAX_AMOUNT_SCALE} decimal places",
+        )
+    if amount.adjusted() >= MAX_AMOUNT_INTEGER_DIGITS:
+        raise ContractError(
+            Reason.INVALID_AMOUNT,
+            f"amount {amount} is too large (it must be below 1e{MAX_AMOUNT_INTEGER_DIGITS})",
         )
     return amount
 
