@@ -227,6 +227,8 @@ MISTAKES = {
                               "--output", "out/w"], {}, "matches no file"),
     "missing --input": (["--source", "file", "--sink", "jsonl", "--output", "out/w"], {},
                         "--input"),
+    "input is a directory": (["--source", "file", "--input", "out", "--sink", "jsonl",
+                              "--output", "out/w"], {}, "matches the directory"),
     "output under a file": (GOOD[:-1] + ["a-file/w"], {}, "not writable"),
     "output is a directory": (GOOD[:-1] + ["out"], {}, "directory"),
     "dead-letter output under a file": (GOOD + ["--dead-letter-output", "a-file/d"], {},

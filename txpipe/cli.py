@@ -200,8 +200,14 @@ def _source(args: argparse.Namespace, settings: Settings,
     if args.source == "file":
         if not args.input:
             raise UsageError("--source file needs --input PATH_OR_GLOB")
-        if "://" not in args.input and not glob.glob(os.path.expanduser(args.input)):
-            raise UsageError(f"--input {args.input!r} matches no file")
+        if "://" not in args.input:
+            matched = glob.glob(os.path.expanduser(args.input))
+            if not matched:
+                raise UsageError(f"--input {args.input!r} matches no file")
+            folder = next((m for m in matched if os.path.isdir(m)), None)
+            if folder is not None:
+                raise UsageError(f"--input {args.input!r} matches the directory {folder!r}: give "
+                                 f"a glob of files, e.g. {os.path.join(folder, '*.jsonl')!r}")
         return (FileSource(os.path.expanduser(args.input)),
                 bool(options.view_as(StandardOptions).streaming))
     if args.input:
