@@ -250,6 +250,8 @@ MISTAKES = {
     "bad sink": (GOOD[:-4] + ["--sink", "parquet"], {}, "--sink"),
     "bigquery sink with --output": (GOOD[:-4] + ["--sink", "bigquery", "--output", "out/w"], {},
                                     "BIGQUERY_TABLE_ID"),
+    "malformed subscription": (["--source", "pubsub", "--subscription", "nonsense", "--sink",
+                                "jsonl", "--output", "out/w"], {}, "--subscription"),
     "--input with pubsub": (["--source", "pubsub", "--input", "in.txt", "--sink", "jsonl",
                              "--output", "out/w"], {}, "--input"),
     "dead-letter topic in batch": (GOOD + ["--dead-letter-topic", "projects/p/topics/t"], {},

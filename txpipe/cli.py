@@ -15,6 +15,7 @@ import glob
 import io
 import logging
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -212,8 +213,12 @@ def _source(args: argparse.Namespace, settings: Settings,
                 bool(options.view_as(StandardOptions).streaming))
     if args.input:
         raise UsageError("--input is for --source file")
+    subscription = args.subscription or settings.subscription_path
+    if not re.fullmatch(r"projects/[^/]+/subscriptions/[^/]+", subscription):
+        raise UsageError(f"--subscription {subscription!r} is not "
+                         "projects/PROJECT/subscriptions/NAME")
     runner = options.view_as(StandardOptions).runner
-    source = PubSubSource(args.subscription or settings.subscription_path,
+    source = PubSubSource(subscription,
                           timestamp_attribute=settings.pubsub_timestamp_attribute or None,
                           id_label=ATTR_TRANSACTION_ID if is_dataflow(runner) else None)
     return source, True
