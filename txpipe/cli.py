@@ -213,10 +213,8 @@ def _source(args: argparse.Namespace, settings: Settings,
                 bool(options.view_as(StandardOptions).streaming))
     if args.input:
         raise UsageError("--input is for --source file")
-    subscription = args.subscription or settings.subscription_path
-    if not re.fullmatch(r"projects/[^/]+/subscriptions/[^/]+", subscription):
-        raise UsageError(f"--subscription {subscription!r} is not "
-                         "projects/PROJECT/subscriptions/NAME")
+    subscription = _pubsub_path("--subscription", args.subscription or settings.subscription_path,
+                                "subscriptions")
     runner = options.view_as(StandardOptions).runner
     source = PubSubSource(subscription,
                           timestamp_attribute=settings.pubsub_timestamp_attribute or None,
@@ -224,10 +222,20 @@ def _source(args: argparse.Namespace, settings: Settings,
     return source, True
 
 
+def _pubsub_path(flag: str, path: str, kind: str) -> str:
+    """A Pub/Sub resource path given on the command line, checked before Beam refuses it in
+    the middle of building the pipeline."""
+    if not re.fullmatch(rf"projects/[^/]+/{kind}/[^/]+", path):
+        raise UsageError(f"{flag} {path!r} is not projects/PROJECT/{kind}/NAME")
+    return path
+
+
 def _check_streaming_only(args: argparse.Namespace, settings: Settings, streaming: bool) -> None:
     """Flags that need a stream, or another flag."""
     if args.dead_letter_topic and not streaming:
         raise UsageError("--dead-letter-topic needs a streaming run (--source pubsub)")
+    if args.dead_letter_topic:
+        _pubsub_path("--dead-letter-topic", args.dead_letter_topic, "topics")
     if settings.pubsub_alert_topic_id and not settings.anomalies:
         raise UsageError("--alert-topic publishes anomalies: add --anomalies")
     if settings.pubsub_alert_topic_id and not streaming:
