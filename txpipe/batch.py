@@ -293,10 +293,9 @@ class CutWindowsFn(beam.DoFn):
     folded into one TransactionStatsFn accumulator, and that accumulator merged into each
     window of its stretch; a bundle's window parts leave when it ends (Beam's own combiner
     lifting would merge them there, at a cost per part). Sessions cannot be assigned a
-    transaction at a time: a chunk's
-    transactions are merged into the sessions they make among themselves (as the Sessions
-    WindowFn merges the windows ``[t, t + gap)`` that overlap), and the parts are merged
-    across chunks in Aggregate.
+    transaction at a time: a chunk's transactions are merged into the sessions they make among
+    themselves (as the Sessions WindowFn merges the windows ``[t, t + gap)`` that overlap), and
+    the parts are merged across chunks in Aggregate.
     """
 
     def __init__(self, spec: WindowSpec, breakdown: str | None):

@@ -127,8 +127,9 @@ class Settings(BaseSettings):
     window_period_seconds: int | None = Field(
         None, gt=0, description="sliding windows: how often a window starts (default: size / 2)",
         json_schema_extra={"flag": "window-period", "label": "Sliding period (seconds)"})
-    session_gap_seconds: int = Field(60, gt=0, le=86_400, description="session windows: the gap that "
-                                     "closes a session", json_schema_extra={"flag": "session-gap", "label": "Session gap (seconds)"})
+    session_gap_seconds: int = Field(
+        60, gt=0, le=86_400, description="session windows: the gap that closes a session",
+        json_schema_extra={"flag": "session-gap", "label": "Session gap (seconds)"})
     allowed_lateness_seconds: int = Field(
         30, ge=0, le=7 * 86_400, description="how long after its end a window takes late data",
         json_schema_extra={"flag": "allowed-lateness", "label": "Allowed lateness (seconds)"})

@@ -9,9 +9,10 @@ The contract is a declared schema, :class:`Message`, decoded by msgspec in C in 
 spacing, field order, number spelling, fraction of a second, UTC offset, unknown fields. The
 rules a schema library does not express (amount a JSON number and never a string, finite,
 > 0 and below 10^15, at most 15 significant digits and 9 decimals; a non-empty id; RFC 3339
-with an offset, read by ciso8601, also in C) are checked right after, on every message alike. Only a message
-the schema rejects takes a second look, :func:`_diagnose`, whose one job is to say *why* in the
-contract's words (reason and message): it never accepts what the schema refused.
+with an offset, read by ciso8601, also in C, between the years 1 and 9999 with a day to spare)
+are checked right after, on every message alike. Only a message the schema rejects takes a
+second look, :func:`_diagnose`, whose one job is to say *why* in the contract's words (reason
+and message): it never accepts what the schema refused.
 """
 
 from __future__ import annotations
