@@ -89,7 +89,11 @@ class _WritePartsFn(beam.DoFn):
 class _JoinPartsFn(beam.DoFn):
     """The parts -> one file, assembled aside and renamed into place: what WriteToText does for
     one shard (an empty file for no lines), in three transforms instead of its twelve (each
-    costs a replay's start-up)."""
+    costs a replay's start-up).
+
+    Then every other part of this file goes too: a retried bundle's, or a crashed earlier
+    attempt of the same run's (the file is the run's own, so its parts are nobody else's), as
+    WriteToText removes its temporary directory whole."""
 
     def __init__(self, path: str):
         self.path = path
@@ -97,15 +101,19 @@ class _JoinPartsFn(beam.DoFn):
     def process(self, _, parts: list[str]):
         if len(parts) == 1:
             FileSystems.rename(parts, [self.path])
-            return
-        whole = f"{self.path}.{uuid.uuid4().hex}.part"
-        with FileSystems.create(whole) as out:
-            for part in sorted(parts):
-                with FileSystems.open(part) as f:
-                    shutil.copyfileobj(f, out, 1 << 20)
-        FileSystems.rename([whole], [self.path])
-        if parts:
-            FileSystems.delete(parts)
+        else:
+            whole = f"{self.path}.{uuid.uuid4().hex}.part"
+            with FileSystems.create(whole) as out:
+                for part in sorted(parts):
+                    with FileSystems.open(part) as f:
+                        shutil.copyfileobj(f, out, 1 << 20)
+            FileSystems.rename([whole], [self.path])
+            if parts:
+                FileSystems.delete(parts)
+        pattern = f"{self.path}.*.part"
+        left = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        if left:
+            FileSystems.delete(left)
 
 
 @dataclass(frozen=True)
