@@ -17,7 +17,7 @@ import recount
 from collect import Outputs
 from recount import Tx
 
-from txpipe import batch, metrics, sources
+from txpipe import batch, dedupe, metrics, sources
 from txpipe.config import Route, WindowType
 from txpipe.pipeline import TransactionStats
 from txpipe.sources import FileSource, read_of
@@ -107,10 +107,23 @@ def test_a_foreign_file_replays_exactly_in_blocks(tmp_path, monkeypatch, spec):
 def test_a_chunk_crosses_the_shuffle_intact():
     rng = random.Random(8)
     ids = [f"id-{rng.random()}\x00\n\u00e9" for _ in range(500)]
-    amounts = [str(Decimal(rng.randrange(1, 10**15)).scaleb(-rng.randrange(10)))
-               for _ in ids]
+    amounts = [str(Decimal(rng.randrange(1, 10**15)).scaleb(-rng.randrange(10))) for _ in ids]
     micros = [rng.randrange(-2**62, 2**62) for _ in ids]
     for dims in (None, [rng.choice(["", "a", "ünï"]) for _ in ids]):
         chunk = batch.Chunk.decode(batch.Chunk(ids, amounts, micros, dims).encode())
-        assert (chunk.ids, chunk.amounts, chunk.micros, chunk.dims) == (ids, amounts, micros,
-                                                                        dims)
+        assert (chunk.ids, chunk.amounts, chunk.micros.tolist(), chunk.dims) == (
+            ids, amounts, micros, dims)
+        rows = [rng.randrange(len(ids)) for _ in range(300)]
+        taken = batch.Chunk.joined([chunk.take(rows), chunk])
+        assert (taken.ids, taken.amounts, taken.micros.tolist(), taken.dims) == (
+            [ids[i] for i in rows] + ids, [amounts[i] for i in rows] + amounts,
+            [micros[i] for i in rows] + micros,
+            None if dims is None else [dims[i] for i in rows] + dims)
+
+
+def test_a_blocks_buckets_are_the_dedupe_buckets():
+    rng = random.Random(5)
+    ids = ["", "x", *(f"tx-{rng.random()}-\u00e9\U0001f600" for _ in range(2000))]
+    for buckets in (1, 7, 12, 1 << 16):
+        assert batch.buckets_of(ids, buckets).tolist() == [dedupe.bucket_of(i, buckets)
+                                                           for i in ids]

@@ -25,17 +25,15 @@ ones; :func:`declines` says which specs it leaves to the element-wise route, and
 
 from __future__ import annotations
 
-import io
 import math
-import pickle
-from array import array
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import apache_beam as beam
+import msgspec
 import numpy as np
 import zstandard
 from apache_beam.coders import Coder, registry
@@ -53,8 +51,8 @@ from txpipe.aggregate import (
     TransactionStatsFn,
     window_row,
 )
-from txpipe.contract import EPOCH, from_micros, judge
-from txpipe.dedupe import bucket_of, first_deliveries
+from txpipe.contract import from_micros, judge
+from txpipe.dedupe import first_deliveries
 from txpipe.parse import DEAD_LETTERS, payload, rejected
 from txpipe.windowing import WindowSpec
 
@@ -66,7 +64,6 @@ PARSE_HOLDS = 65_536
 #: hence many workers.
 BUCKET_BYTES = 16 << 20
 MAX_BUCKETS = 1 << 16
-_MICROSECOND = timedelta(microseconds=1)
 #: Buckets when the source cannot say how big it is.
 DEFAULT_BUCKETS = 16
 
@@ -89,13 +86,15 @@ def declines(spec: WindowSpec, breakdown: str | None) -> str | None:
 
 class Chunk:
     """Valid transactions as columns: ids, amounts (exact decimal text, as Decimal reads and
-    writes it), event micros, dimension values.
+    writes it), event micros (a list, or an int64 array once decoded), dimension values.
 
-    A chunk crosses the shuffle as the bytes of :meth:`encode` — one pickle, run without its
-    memo (which only slows down millions of small strings), micros as 8-byte integers,
-    compressed by zstd at its fastest level (to about half, for a fraction of a microsecond
-    per transaction) — so a runner that holds the shuffle in memory, as the local ones do,
-    holds compact bytes, not Python objects.
+    Chunks cross the shuffle as :func:`packed` pieces — each piece one MessagePack array
+    written and read by msgspec in C (:meth:`piece`), micros as 8-byte integers (read back as a
+    numpy view, no Python int each), a value's pieces compressed together by zstd at its
+    fastest level (to about half, for a fraction of a microsecond per transaction) — so a
+    runner that holds the shuffle in memory, as the local ones do, holds compact bytes, not
+    Python objects. Amounts stay text until Window has sorted them: Decimals made in that
+    order are summed from contiguous memory.
     """
 
     __slots__ = ("ids", "amounts", "micros", "dims")
@@ -103,7 +102,7 @@ class Chunk:
     def __init__(self, ids=None, amounts=None, micros=None, dims=None):
         self.ids: list[str] = [] if ids is None else ids
         self.amounts: list[str] = [] if amounts is None else amounts
-        self.micros: list[int] = [] if micros is None else micros
+        self.micros = [] if micros is None else micros
         self.dims: list[str] | None = dims
 
     def __len__(self) -> int:
@@ -112,24 +111,51 @@ class Chunk:
     def columns(self) -> list[list]:
         return [self.ids, self.amounts, self.micros, *([] if self.dims is None else [self.dims])]
 
-    def extend(self, other: Chunk) -> None:
-        self.ids += other.ids
-        self.amounts += other.amounts
-        self.micros += other.micros
-        if self.dims is not None:
-            self.dims += other.dims
+    def take(self, rows: list[int]) -> Chunk:
+        """The chunk of ``rows``, in that order."""
+        return Chunk([self.ids[i] for i in rows], [self.amounts[i] for i in rows],
+                     np.asarray(self.micros, dtype=np.int64)[rows],
+                     None if self.dims is None else [self.dims[i] for i in rows])
+
+    @classmethod
+    def joined(cls, chunks: list[Chunk]) -> Chunk:
+        """One chunk of ``chunks``' rows, in order."""
+        if len(chunks) == 1:
+            return chunks[0]
+        dims = None if chunks[0].dims is None else [d for c in chunks for d in c.dims]
+        return cls([i for c in chunks for i in c.ids], [a for c in chunks for a in c.amounts],
+                   np.concatenate([np.asarray(c.micros, dtype=np.int64) for c in chunks]), dims)
+
+    def piece(self) -> bytes:
+        """The columns as one MessagePack array, uncompressed (see :func:`packed`)."""
+        micros = np.asarray(self.micros, dtype=np.int64).tobytes()
+        return _ENCODER.encode((self.ids, self.amounts, micros, self.dims))
+
+    @classmethod
+    def from_piece(cls, piece: bytes) -> Chunk:
+        ids, amounts, micros, dims = _PIECE.decode(piece)
+        return cls(ids, amounts, np.frombuffer(micros, dtype=np.int64), dims)
 
     def encode(self) -> bytes:
-        out = io.BytesIO()
-        pickler = pickle.Pickler(out, pickle.HIGHEST_PROTOCOL)
-        pickler.fast = True
-        pickler.dump((self.ids, self.amounts, array("q", self.micros).tobytes(), self.dims))
-        return zstandard.ZstdCompressor(level=1).compress(out.getbuffer())
+        return packed([self.piece()])
 
     @classmethod
     def decode(cls, encoded: bytes) -> Chunk:
-        ids, amounts, micros, dims = pickle.loads(zstandard.ZstdDecompressor().decompress(encoded))
-        return cls(ids, amounts, array("q", micros).tolist(), dims)
+        """The one chunk of all the pieces ``encoded`` packs."""
+        return cls.joined(list(map(cls.from_piece, _PIECES.decode(
+            zstandard.ZstdDecompressor().decompress(encoded)))))
+
+
+def packed(pieces: list[bytes]) -> bytes:
+    """Pieces of chunks (:meth:`Chunk.piece`) as one shuffle value: Parse encodes each block's
+    share of a bucket while its objects are fresh in memory (encoding them later, gathered from
+    many blocks, cost twice as much), and compresses a bucket's pieces together."""
+    return zstandard.ZstdCompressor(level=1).compress(_ENCODER.encode(pieces))
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_PIECE = msgspec.msgpack.Decoder(tuple[list[str], list[str], bytes, list[str] | None])
+_PIECES = msgspec.msgpack.Decoder(list[bytes])
 
 
 class ChunkCoder(Coder):
@@ -159,6 +185,12 @@ registry.register_coder(Chunk, ChunkCoder)
 # --- Parse ----------------------------------------------------------------------------------
 
 
+def buckets_of(ids: list[str], buckets: int):
+    """:func:`txpipe.dedupe.bucket_of` of each id, as a numpy array: the same crc32 rule, run
+    over a block in C instead of a Python call per id."""
+    return np.fromiter(map(zlib.crc32, map(str.encode, ids)), np.int64, len(ids)) % buckets
+
+
 class ParseBatchFn(beam.DoFn):
     """Blocks of raw messages (lists, or single messages) -> (bucket, encoded Chunk) of valid
     transactions, and dead letters."""
@@ -172,18 +204,19 @@ class ParseBatchFn(beam.DoFn):
         self._counters = metrics.ParseCounters()
 
     def start_bundle(self):
-        self._chunks: dict[int, Chunk] = {}
+        self._pieces: dict[int, list[bytes]] = {}
+        self._held: Counter = Counter()  # transactions in each bucket's pieces
         self._valid = 0
         self._dead: Counter = Counter()
 
     def process(self, element) -> Iterator[Any]:
         breakdown = self._breakdown
-        ids, amounts, moments, dims = [], [], [], [] if breakdown else None
+        ids, amounts, micros, dims = [], [], [], [] if breakdown else None
         for raw in element if type(element) is list else (element,):
             if type(raw) is not bytes:
                 raw = payload(raw)
             try:
-                message, amount, moment = judge(raw)
+                message, amount, event = judge(raw)
             except Exception as exc:  # the contract's verdict, or a bug: a dead letter either way
                 reason, dead = rejected(raw, exc)
                 self._dead[reason] += 1
@@ -191,35 +224,34 @@ class ParseBatchFn(beam.DoFn):
                 continue
             ids.append(message.transaction_id)
             amounts.append(amount)
-            moments.append(moment)
+            micros.append(event)
             if breakdown:
                 dims.append(getattr(message, breakdown) or "")
         if ids:
             self._valid += len(ids)
-            micros = [(moment - EPOCH) // _MICROSECOND for moment in moments]  # to_micros
             yield from self._hold(Chunk(ids, list(map(str, amounts)), micros, dims))
 
     def _hold(self, block: Chunk) -> Iterator[tuple[int, bytes]]:
-        """Adds a block's transactions to the chunks of their buckets; sends on full ones."""
-        n = self._buckets
-        buckets = np.array([bucket_of(i, n) for i in block.ids], dtype=np.int64)
+        """Adds a block's transactions to the pieces of their buckets; sends on a bucket's
+        pieces once they hold a chunk's worth."""
+        buckets = buckets_of(block.ids, self._buckets)
         order, starts = _runs([buckets])
         columns = [_ordered(column, order) for column in block.columns()]
         ends = [*starts[1:].tolist(), len(order)]
+        pieces, held = self._pieces, self._held
         for first, end in zip(starts.tolist(), ends, strict=True):
             bucket = int(buckets[order[first]])
-            chunk = self._chunks.get(bucket)
-            if chunk is None:
-                chunk = self._chunks[bucket] = Chunk(dims=None if block.dims is None else [])
-            chunk.extend(Chunk(*(column[first:end] for column in columns)))
-            if len(chunk) >= self._chunk_size:
-                del self._chunks[bucket]
-                yield bucket, chunk.encode()
+            pieces.setdefault(bucket, []).append(
+                Chunk(*(column[first:end] for column in columns)).piece())
+            held[bucket] += end - first
+            if held[bucket] >= self._chunk_size:
+                del held[bucket]
+                yield bucket, packed(pieces.pop(bucket))
 
     def finish_bundle(self):
-        chunks, self._chunks = self._chunks, {}
-        for bucket, chunk in chunks.items():
-            yield WindowedValue((bucket, chunk.encode()), Timestamp(micros=0),
+        pieces, self._pieces, self._held = self._pieces, {}, Counter()
+        for bucket, bucket_pieces in pieces.items():
+            yield WindowedValue((bucket, packed(bucket_pieces)), Timestamp(micros=0),
                                 (GlobalWindow(),))
         dead, self._dead = self._dead, Counter()
         self._counters.flush(self._valid, dead)
@@ -239,16 +271,13 @@ class FirstDeliveryFn(beam.DoFn):
     def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[Chunk]:
         _, encoded = element
         seen: set[str] = set()
-        out: Chunk | None = None
+        parts = []
         for chunk in map(Chunk.decode, encoded):
-            if out is None:
-                out = Chunk(dims=None if chunk.dims is None else [])
             keep = first_deliveries(chunk.ids, seen)
-            out.extend(chunk if keep is None else
-                       Chunk(*([column[k] for k in keep] for column in chunk.columns())))
+            parts.append(chunk if keep is None else chunk.take(keep))
         self._unique.inc(len(seen))
-        if out is not None:
-            yield out
+        if parts:
+            yield parts[0] if len(parts) == 1 else Chunk.joined(parts)
 
 
 # --- Window ---------------------------------------------------------------------------------
@@ -318,7 +347,7 @@ class CutWindowsFn(beam.DoFn):
     def process(self, chunk: Chunk) -> Iterator[tuple[tuple, list]]:
         if not len(chunk):
             return
-        micros = np.array(chunk.micros, dtype=np.int64)
+        micros = np.asarray(chunk.micros, dtype=np.int64)
         if self._merging:
             yield from self._sessions(chunk, micros)
             return
@@ -357,7 +386,8 @@ class CutWindowsFn(beam.DoFn):
 
 
 def _ordered(values: list, order) -> list:
-    return np.array(values, dtype=object)[order].tolist()
+    # a comprehension, not an object array: numpy probes each Decimal for the array protocol
+    return [values[i] for i in order.tolist()]
 
 
 def _runs(columns: list) -> tuple:
