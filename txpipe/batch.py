@@ -318,10 +318,12 @@ class CutWindowsFn(beam.DoFn):
     """A chunk of unique transactions -> ((start, end[, dimension value]), accumulator) of each
     window part the chunk holds.
 
-    The chunk is sorted once by stretch of time (and dimension value), each run of equal keys
-    folded into one TransactionStatsFn accumulator, and that accumulator merged into each
-    window of its stretch; a bundle's window parts leave when it ends (Beam's own combiner
-    lifting would merge them there, at a cost per part). Sessions cannot be assigned a
+    The chunk is sorted once by stretch of time (and dimension value) and each run of equal
+    keys folded into one TransactionStatsFn accumulator, merged with the bundle's other chunks'
+    accumulators of that stretch; when the bundle ends, each stretch's accumulator is merged
+    into each window of the stretch (once per stretch and window, however many chunks the
+    bundle had) and the window parts leave (Beam's own combiner lifting would merge them there,
+    at a cost per part). Sessions cannot be assigned a
     transaction at a time: a chunk's transactions are merged into the sessions they make among
     themselves (as the Sessions WindowFn merges the windows ``[t, t + gap)`` that overlap), and
     the parts are merged across chunks in Aggregate.
@@ -337,10 +339,18 @@ class CutWindowsFn(beam.DoFn):
         self._stats = TransactionStatsFn()
 
     def start_bundle(self):
-        self._parts: dict[tuple, list] = {}
+        self._parts: dict = {}  # stretch [, dimension value] -> accumulator
 
     def finish_bundle(self):
-        parts, self._parts = self._parts, {}
+        stretches, self._parts = self._parts, {}
+        assign, merge = self._assign, self._stats.merge_accumulators
+        parts: dict[tuple, list] = {}
+        for key, acc in stretches.items():
+            stretch, value = (key, None) if self._breakdown is None else key
+            for bounds in assign(stretch * assign.grain + assign.offset):
+                part_key = bounds if value is None else (*bounds, value)
+                part = parts.get(part_key)
+                parts[part_key] = list(acc) if part is None else merge([part, acc])
         for key, acc in parts.items():
             yield WindowedValue((key, acc), Timestamp(micros=0), (GlobalWindow(),))
 
@@ -361,16 +371,15 @@ class CutWindowsFn(beam.DoFn):
         order, starts = _runs(columns)
         amounts = list(map(Decimal, _ordered(chunk.amounts, order)))
         starts = starts.tolist()
-        firsts = micros[order][starts].tolist()
+        stretches = columns[0][order][starts].tolist()
         codes = None if values is None else columns[1][order][starts].tolist()
         accumulators = TransactionStatsFn.accumulate_runs(amounts, starts,
                                                           [*starts[1:], len(amounts)])
         parts, merge = self._parts, self._stats.merge_accumulators
         for run, acc in enumerate(accumulators):
-            for bounds in assign(firsts[run]):
-                key = bounds if codes is None else (*bounds, values[codes[run]])
-                part = parts.get(key)
-                parts[key] = list(acc) if part is None else merge([part, acc])
+            key = stretches[run] if codes is None else (stretches[run], values[codes[run]])
+            part = parts.get(key)
+            parts[key] = acc if part is None else merge([part, acc])
 
     def _sessions(self, chunk: Chunk, micros) -> Iterator[tuple[tuple, list]]:
         gap = self._window_fn.gap_size.micros
