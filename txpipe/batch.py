@@ -212,6 +212,7 @@ class ParseBatchFn(beam.DoFn):
     def process(self, element) -> Iterator[Any]:
         breakdown = self._breakdown
         ids, amounts, micros, dims = [], [], [], [] if breakdown else None
+        add_id, add_amount, add_micros = ids.append, amounts.append, micros.append
         for raw in element if type(element) is list else (element,):
             if type(raw) is not bytes:
                 raw = payload(raw)
@@ -222,9 +223,9 @@ class ParseBatchFn(beam.DoFn):
                 self._dead[reason] += 1
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
                 continue
-            ids.append(message.transaction_id)
-            amounts.append(amount)
-            micros.append(event)
+            add_id(message.transaction_id)
+            add_amount(amount)
+            add_micros(event)
             if breakdown:
                 dims.append(getattr(message, breakdown) or "")
         if ids:
