@@ -14,7 +14,7 @@ from decimal import Decimal, localcontext
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampCombiner
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.utils.windowed_value import create as windowed_value
 
 from txpipe import metrics, money
 from txpipe.contract import UTC, Transaction, from_micros
@@ -132,12 +132,16 @@ def pane_timing_name(pane) -> str:
     return PaneInfoTiming.to_string(pane.timing)
 
 
-def _window_key(tx, win) -> int:
+def _window_key(win, value) -> int:
     return win.start.micros
 
 
-def _one_key(tx, win) -> None:
+def _one_key(win, value) -> None:
     return None
+
+
+def _value_key(win, value) -> str:
+    return value
 
 
 class PrecombineFn(beam.DoFn):
@@ -156,14 +160,16 @@ class PrecombineFn(beam.DoFn):
     proto-windows must reach it apart.
 
     It takes each element with all its windows (a transaction is in several sliding windows):
-    asking for one window would make the runner invoke it once per window.
+    asking for one window would make the runner invoke it once per window. The table is keyed
+    by window and ``dimension`` value; ``shuffle_key(window, value)`` gives the key the merge
+    shuffles by, once per entry.
     """
 
     #: Entries kept before flushing mid-bundle (Beam's lifting flushes too): memory bound.
     MAX_ENTRIES = 10_000
 
-    def __init__(self, key_fn):
-        self._key_fn = key_fn
+    def __init__(self, shuffle_key, dimension: str | None = None):
+        self._shuffle_key, self._dimension = shuffle_key, dimension
         self._stats = TransactionStatsFn()
 
     #: Combines an entry's timestamps (None: the accumulator takes its window's end).
@@ -173,50 +179,62 @@ class PrecombineFn(beam.DoFn):
         self._table: dict = {}
 
     def process(self, tx, windowed=beam.DoFn.WindowedValueParam):
+        value = (getattr(tx, self._dimension) or "") if self._dimension else None
+        table, add = self._table, self._stats.add_input
         for win in windowed.windows:
-            key = (win, self._key_fn(tx, win))
-            entry = self._table.get(key)
+            key = (win, value)
+            entry = table.get(key)
             if entry is None:
-                if len(self._table) >= self.MAX_ENTRIES:
+                if len(table) >= self.MAX_ENTRIES:
                     yield from self.finish_bundle()
-                entry = self._table[key] = [self._stats.create_accumulator(), windowed.timestamp]
+                    table = self._table
+                entry = table[key] = [self._stats.create_accumulator(),
+                                      self._first_timestamp(windowed)]
             elif self._combine is not None:
                 entry[1] = self._combine(entry[1], windowed.timestamp)
-            self._stats.add_input(entry[0], tx.amount)
+            add(entry[0], tx.amount)
 
     def finish_bundle(self):
         table, self._table = self._table, {}
-        for (win, key), (acc, timestamp) in table.items():
-            yield WindowedValue((key, acc), self._timestamp(win, timestamp), (win,))
+        for (win, value), (acc, timestamp) in table.items():
+            yield windowed_value((self._shuffle_key(win, value), acc),
+                                 self._timestamp(win, timestamp), (win,))
 
-    def _timestamp(self, win, timestamp):
-        return win.max_timestamp()
+    def _first_timestamp(self, windowed):
+        return None  # the window's end is the accumulator's
+
+    def _timestamp(self, win, timestamp) -> int:
+        return win.max_timestamp().micros
 
 
 class PrecombineTimedFn(PrecombineFn):
     """:class:`PrecombineFn` under a timestamp combiner other than the window's end: each
     accumulator's timestamp is its transactions' timestamps combined by it."""
 
-    def __init__(self, key_fn, timestamp_combiner, window_fn):
-        super().__init__(key_fn)
+    def __init__(self, shuffle_key, dimension, timestamp_combiner, window_fn):
+        super().__init__(shuffle_key, dimension)
         self._timestamp_combiner, self._window_fn = timestamp_combiner, window_fn
 
     def setup(self):
         self._combine = TimestampCombiner.get_impl(self._timestamp_combiner,
                                                    self._window_fn).combine
 
-    def _timestamp(self, win, timestamp):
-        return timestamp
+    def _first_timestamp(self, windowed):
+        return windowed.timestamp
+
+    def _timestamp(self, win, timestamp) -> int:
+        return timestamp.micros
 
 
-def combine_transactions(transactions, key_fn, label: str = "Combine"):
+def combine_transactions(transactions, shuffle_key, dimension: str | None = None,
+                         label: str = "Combine"):
     """Windowed transactions -> (key, stats) per window pane: each bundle pre-combined
     (``Precombine``), the accumulators merged per key and window after the shuffle (``label``).
     """
     windowing = transactions.windowing
-    precombine = (PrecombineFn(key_fn)
+    precombine = (PrecombineFn(shuffle_key, dimension)
                   if windowing.timestamp_combiner == TimestampCombiner.OUTPUT_AT_EOW
-                  else PrecombineTimedFn(key_fn, windowing.timestamp_combiner,
+                  else PrecombineTimedFn(shuffle_key, dimension, windowing.timestamp_combiner,
                                          windowing.windowfn))
     return (
         transactions
@@ -240,14 +258,6 @@ class AggregateWindows(beam.PTransform):
         return stats | "FormatRows" >> beam.ParDo(FormatRowFn())
 
 
-class _DimensionKey:
-    def __init__(self, dimension: str):
-        self.dimension = dimension
-
-    def __call__(self, tx, win) -> str:
-        return getattr(tx, self.dimension) or ""
-
-
 class AggregateByDimension(beam.PTransform):
     """Windowed transactions -> one row per window pane and value of ``dimension``."""
 
@@ -260,7 +270,7 @@ class AggregateByDimension(beam.PTransform):
     def expand(self, transactions):
         dim = self.dimension
         return (
-            combine_transactions(transactions, _DimensionKey(dim), "CombinePerValue")
+            combine_transactions(transactions, _value_key, dim, "CombinePerValue")
             | "FormatRows" >> beam.ParDo(FormatRowFn(dim))
             | "NameDimension" >> beam.Map(lambda row: {**row, "dimension": dim})
         )

@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import datetime
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindow, GlobalWindows, TimestampedValue
+from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import create as windowed
 
@@ -21,6 +21,7 @@ from txpipe.contract import (
     parse_message,
     to_micros,
 )
+from txpipe.windowing import GLOBAL
 
 VALID = "valid"
 DEAD_LETTERS = "dead_letters"
@@ -66,10 +67,6 @@ def rejected(raw, exc: Exception) -> tuple[Reason, TimestampedValue]:
     else:
         reason, text = Reason.MALFORMED_JSON, f"unparseable: {type(exc).__name__}: {exc}"
     return reason, stamped(dead_letter(reason, text, raw))
-
-
-#: Where every message arrives (a source's output), and each transaction stays until Window.
-GLOBAL = (GlobalWindow(),)
 
 
 class ParseFn(beam.DoFn):

@@ -19,6 +19,9 @@ from apache_beam.utils.windowed_value import create as windowed
 
 from txpipe.config import Accumulation, Settings, WindowType
 
+#: The windows of a message as a source emits it, and of a transaction until Window.
+GLOBAL = (window.GlobalWindow(),)
+
 
 @dataclass(frozen=True)
 class WindowSpec:
@@ -107,6 +110,7 @@ class WindowAssigner:
         self.grain = math.gcd(*micros) or 1
         self.offset = window_fn.offset.micros if hasattr(window_fn, "offset") else 0
         self.cache: dict[int, tuple[tuple, tuple[tuple[int, int], ...]]] = {}
+        self.interned: dict = {}
 
     def __call__(self, micros: int) -> tuple[tuple[int, int], ...]:
         """(start, end) micros of every window ``micros`` falls in."""
@@ -122,8 +126,12 @@ class WindowAssigner:
         if found is None:
             if len(self.cache) > 1 << 16:
                 self.cache.clear()
+                self.interned.clear()
             moment = Timestamp(micros=stretch * self.grain + self.offset)
-            wins = tuple(self.window_fn.assign(window.WindowFn.AssignContext(moment)))
+            # one object per window, whichever stretch asked: a consumer's table keyed by
+            # window then finds it by identity instead of comparing bounds (Python, in Beam)
+            wins = tuple(self.interned.setdefault(w, w)
+                         for w in self.window_fn.assign(window.WindowFn.AssignContext(moment)))
             found = self.cache[stretch] = (
                 wins, tuple((w.start.micros, w.end.micros) for w in wins))
         return found
