@@ -253,7 +253,8 @@ def test_the_dedupe_horizon_is_processing_time():
 @pytest.mark.parametrize("window_fn", [
     beam.window.FixedWindows(30), beam.window.FixedWindows(7, offset=3),
     beam.window.SlidingWindows(30, 10), beam.window.SlidingWindows(60, 25, offset=5),
-    beam.window.Sessions(20), beam.window.GlobalWindows()], ids=repr)
+    beam.window.Sessions(20), beam.window.GlobalWindows()],
+    ids=["fixed", "fixed-offset", "sliding", "sliding-offset", "sessions", "global"])
 def test_assign_windows_is_beams_window_into(window_fn):
     """The Window stage's AssignWindows puts every element in the windows, at the timestamp,
     that Beam's own WindowInto gives it — also an element already in several windows (one
