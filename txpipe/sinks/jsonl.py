@@ -49,9 +49,9 @@ class WriteJsonl(beam.PTransform):
         prefix = f"{self.prefix}-{self.run.run_id}"
         if not self.streaming:
             path = f"{prefix}-00000-of-00001{self.suffix}"  # WriteToText's name for one shard
-            parts = (lines
-                     | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-                     | "WriteParts" >> beam.ParDo(_WritePartsFn(path)))
+            if not isinstance(lines.windowing.windowfn, window.GlobalWindows):
+                lines = lines | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+            parts = lines | "WriteParts" >> beam.ParDo(_WritePartsFn(path))
             rows.pipeline | "Once" >> beam.Impulse() | "WriteText" >> beam.ParDo(
                 _JoinPartsFn(path), beam.pvalue.AsList(parts))
             return None
