@@ -26,7 +26,8 @@ from txpipe.windowing import WindowSpec
 
 def _replay_file(tmp_path, rng: random.Random, n: int = 3000):
     """Ground truth, and a file of it: foreign spellings, re-sends (byte for byte and
-    re-spelled), every kind of bad line, unsorted over two hours, CRLF here and there."""
+    re-spelled), every kind of bad line, unsorted over two hours, CRLF here and there, a byte
+    order mark first."""
     txs = [Tx(f"tx-{i}", Decimal(rng.choice(recount.AWKWARD_AMOUNTS)) if rng.random() < 0.3
               else Decimal(rng.randrange(1, 10**8)).scaleb(-rng.randrange(0, 10)),
               recount.BASE + timedelta(microseconds=rng.randrange(-3600 * 10**6, 3600 * 10**6)))
@@ -39,8 +40,12 @@ def _replay_file(tmp_path, rng: random.Random, n: int = 3000):
            and b"\r" not in record[0]] * 3
     lines += [raw for raw, _ in bad]
     rng.shuffle(lines)
+    bad_lines = {raw for raw, _ in bad}
+    lines.insert(0, lines.pop(next(i for i, line in enumerate(lines) if line not in bad_lines)))
     path = tmp_path / "foreign.jsonl"
-    path.write_bytes(b"".join(line + rng.choice([b"\n", b"\n", b"\r\n"]) for line in lines))
+    # as a Windows tool writes it: a byte order mark before the first line
+    path.write_bytes(b"\xef\xbb\xbf" + b"".join(
+        line + rng.choice([b"\n", b"\n", b"\r\n"]) for line in lines))
     return path, txs, len(resent), bad, len(lines)
 
 

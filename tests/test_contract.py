@@ -27,6 +27,7 @@ from txpipe.contract import (
     Reason,
     Transaction,
     encode_message,
+    parse_message,
     validate,
 )
 from txpipe.parse import ParseTransactions
@@ -60,6 +61,23 @@ def test_str_input_is_validated_like_bytes():
         except UnicodeDecodeError:
             continue
         assert validate(text).reason is Reason(reason), raw
+
+
+def test_a_leading_byte_order_mark_is_ignored():
+    # RFC 8259 lets a parser ignore one; Windows tools write one before a file's first line.
+    rng = random.Random(8)
+    for i in range(50):
+        tx = Tx(f"bom-{i}", Decimal(rng.randrange(1, 10**6)).scaleb(-2), BASE)
+        raw = spell_message(tx, rng)
+        assert parse_message(b"\xef\xbb\xbf" + raw) == parse_message(raw)
+        assert parse_message("\ufeff" + raw.decode()) == parse_message(raw)
+    # only in front: anywhere else it is not JSON
+    for spoiled in (b" \xef\xbb\xbf" + raw, raw[:1] + b"\xef\xbb\xbf" + raw[1:],
+                    b"\xef\xbb\xbf\xef\xbb\xbf" + raw):
+        assert validate(spoiled).reason is Reason.MALFORMED_JSON, spoiled
+    # what a mark hides is judged as it would be without it
+    for raw, reason in bad_records():
+        assert validate(b"\xef\xbb\xbf" + raw).reason is Reason(reason), raw
 
 
 @pytest.mark.parametrize(("spelled", "utc"), [

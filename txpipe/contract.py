@@ -197,6 +197,8 @@ class Message(msgspec.Struct, gc=False):
 
 
 _DECODER = msgspec.json.Decoder(Message, float_hook=Decimal)
+#: The UTF-8 byte order mark some producers put before a file's (or a message's) text.
+_BOM = b"\xef\xbb\xbf"
 
 
 def parse_message(raw: bytes | str) -> Transaction:
@@ -214,10 +216,14 @@ def judge(raw: bytes | str) -> tuple[Message, Decimal, datetime]:
     # msgspec checks the UTF-8 of the fields it reads, not of those it skips; ASCII (most
     # messages) is UTF-8 by definition and needs no second look.
     if type(raw) is bytes and not raw.isascii():
+        if raw.startswith(_BOM):  # RFC 8259 8.1: a parser may ignore one; Windows tools write it
+            raw = raw[len(_BOM):]
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ContractError(Reason.MALFORMED_JSON, f"payload is not UTF-8: {exc}") from None
+    elif type(raw) is str and raw.startswith("\ufeff"):
+        raw = raw[1:]
     try:
         message = _DECODER.decode(raw)
     except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError is a DecodeError
@@ -317,9 +323,12 @@ def validate(raw: bytes | str) -> Transaction | Invalid:
         return Invalid(exc.reason, str(exc))
 
 
-def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with millisecond precision and a ``Z``: the form publishers send."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def format_timestamp(moment: datetime, timespec: str = "milliseconds") -> str:
+    """RFC 3339 in UTC with millisecond precision (or ``timespec``) and a ``Z``: the form
+    publishers send."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec=timespec)[:-6] + "Z"  # UTC's isoformat ends in +00:00
 
 
 def to_micros(moment: datetime) -> int:
