@@ -281,3 +281,14 @@ def test_assign_windows_is_beams_window_into(window_fn):
         assert windowed.windowing == beam.WindowInto(window_fn, **kwargs).windowing
     assert len(out["beam"]) >= 2 * len(stamps)
     assert sorted(out["txpipe"]) == sorted(out["beam"])
+
+
+def test_parse_takes_messages_in_the_global_window():
+    """Parse builds each transaction's WindowedValue in the global window itself, so it refuses
+    input a WindowInto has put elsewhere instead of giving it other windows than Beam would."""
+    from txpipe.parse import ParseTransactions
+
+    p = beam.Pipeline()
+    windowed = p | beam.Create([tx("a", 1)]) | beam.WindowInto(beam.window.FixedWindows(30))
+    with pytest.raises(ValueError, match="global window"):
+        windowed | ParseTransactions()

@@ -5,6 +5,9 @@ arrival time. The trigger fires ON_TIME when the watermark passes the window end
 EARLY every few seconds of processing time before that, and LATE whenever late elements have
 arrived (``AfterCount(1)``: late elements that arrive together share a pane) until the allowed
 lateness has passed; later data is dropped by the runner.
+
+The assignment is Beam's WindowInto with the spec's WindowFn (:class:`AssignWindows`), which
+asks a fixed or sliding WindowFn once per stretch of time instead of once per transaction.
 """
 
 from __future__ import annotations
@@ -164,9 +167,10 @@ class AssignWindowsFn(beam.DoFn):
 
 
 class AssignWindows(beam.WindowInto):
-    """Beam's WindowInto (the same windowing strategy, trigger and all) run as the ParDo it is
-    built on, with :class:`AssignWindowsFn`: a runner otherwise swaps in its own per-element
-    assignment for WindowInto's."""
+    """Beam's WindowInto — the same windowing strategy on its output, trigger and all — sent
+    to the runner as the ParDo it is built on, with :class:`AssignWindowsFn`. WindowInto's own
+    runner form is the assign-windows primitive, which a portable runner (the FnApiRunner,
+    Dataflow's SDK harness) runs with Beam's per-element DoFn instead."""
 
     WindowIntoFn = AssignWindowsFn
 
