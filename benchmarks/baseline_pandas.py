@@ -82,8 +82,10 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
     finite = np.isfinite(amount)
     ok &= finite & (amount > 0) & (amount < 1e15) & (amount.round(9) == amount)
     ok &= significant_digits(df) <= 15
-    ok &= is_str(df.timestamp) & df.timestamp.str.fullmatch(RFC3339).fillna(False).astype(bool)
-    ts = pd.to_datetime(df.timestamp.where(ok), utc=True, format="ISO8601", errors="coerce")
+    ok &= is_str(df.timestamp) & df.timestamp.str.fullmatch(RFC3339).eq(True)
+    # RFC 3339 allows a lower-case t and z; pandas' ISO 8601 reading does not
+    ts = pd.to_datetime(df.timestamp.where(ok).str.upper(), utc=True, format="ISO8601",
+                        errors="coerce")
     ok &= ts.notna()
     for name in OPTIONAL:
         ok &= is_str(df[name])

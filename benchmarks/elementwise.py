@@ -1,12 +1,14 @@
 """CPU per transaction of the element-wise route on the FnApiRunner — the SDK harness that
 Dataflow's Python workers run — and what it means in Dataflow vCPU-hours and money.
 
-    python -m benchmarks.elementwise [--small 20000] [--large 100000] [--only NAME,...]
+    python -m benchmarks.elementwise [--only NAME,...] [--repeats N]
 
 Each variant runs Read -> TransactionStats(element-wise) -> count in a fresh process, on two
 input sizes; the difference of the two processes' CPU time divided by the difference of their
 sizes is the marginal cost per transaction (imports, pipeline construction and start-up
 cancel out). The input is a foreign producer's file (benchmarks.foreign: unsorted over a day).
+On a shared machine the difference is noisy: ``--repeats N`` runs each size N times, in turns,
+and takes the median CPU time of each.
 
 Variants:
 - ``dataflow``: what the exported streaming job runs — Dedupe only counts, because Dataflow's
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,10 +98,12 @@ def cpu_seconds(path: Path, name: str) -> float:
     return json.loads(proc.stdout.strip().splitlines()[-1])["cpu"]
 
 
-def measure(name: str, workdir: Path, sizes: tuple[int, int] | None = None) -> dict:
+def measure(name: str, workdir: Path, sizes: tuple[int, int] | None = None,
+            repeats: int = 1) -> dict:
     small, large = sizes or VARIANTS[name]["sizes"]
-    cpus = [cpu_seconds(foreign.write(workdir / f"foreign-{n}.jsonl", n), name)
-            for n in (small, large)]
+    paths = [foreign.write(workdir / f"foreign-{n}.jsonl", n) for n in (small, large)]
+    runs = [[cpu_seconds(path, name) for path in paths] for _ in range(repeats)]
+    cpus = [statistics.median(run[i] for run in runs) for i in (0, 1)]
     per_tx = (cpus[1] - cpus[0]) / (large - small)
     return {"variant": name, "sizes": (small, large), "cpu_s": cpus,
             "us_per_tx": per_tx * 1e6, **dataflow_cost(per_tx)}
@@ -114,17 +119,26 @@ def dataflow_cost(cpu_seconds_per_tx: float) -> dict:
             "usd_per_million": vcpu_hours * per_vcpu_hour}
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.elementwise",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated variants (default: all)")
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--repeats", type=_positive, default=1,
+                        help="runs of each size; the median CPU time of each is used")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(VARIANTS)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="txpipe-elementwise-"))
     for name in names:
-        r = measure(name, workdir)
+        r = measure(name, workdir, repeats=args.repeats)
         print(f"{name:24s} {r['us_per_tx']:8.1f} µs CPU/tx  "
               f"{r['vcpu_hours_per_million']:.3f} vCPU-h/M tx  ${r['usd_per_million']:.4f}/M tx"
               f"  (sizes {r['sizes'][0]:,} / {r['sizes'][1]:,}: {r['cpu_s'][0]:.1f} / "

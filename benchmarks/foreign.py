@@ -77,7 +77,8 @@ BAD = [
     lambda r, b, a: _encode(r, b, "-" + a),  # negative
     lambda r, b, a: _encode(r, b, "0"),
     lambda r, b, a: b"[" + _encode(r, b, a) + b"]",  # not an object
-    lambda r, b, a: _encode(r, {**b, "category": "caf\u00e9"}, a).decode().encode("latin-1"),
+    # Latin-1 bytes, not UTF-8 (json.dumps alone would escape the é)
+    lambda r, b, a: _encode(r, {**b, "category": "caf\u00e9"}, a).replace(b"\\u00e9", b"\xe9"),
     lambda r, b, a: _encode(r, {**b, "transaction_id": 12345}, a),
     lambda r, b, a: _encode(r, b, "1.0000000000000001"),  # more digits than a double keeps
 ]
@@ -111,7 +112,7 @@ def write(path: Path, count: int, seed: int = 11, duplicates: float = 0.0, bad: 
     """Write the file once; reused when it is already there with the same arguments."""
     path = Path(path)
     marker = path.with_suffix(path.suffix + ".done")
-    key = f"foreign {count} {seed} {duplicates} {bad} {hours}"
+    key = f"foreign-v2 {count} {seed} {duplicates} {bad} {hours}"
     if path.exists() and marker.exists() and marker.read_text() == key:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -118,6 +118,30 @@ def bench_replay(workdir: Path, sizes: list[int]) -> list[dict]:
                     f"{command}; python -m benchmarks.{script} FILE OUT"))
             if name.startswith("foreign") and transactions == sizes[0]:
                 rows += _other_windows(path, workdir, bases["plain_pandas"], command)
+    return rows + _hard_inputs(workdir, command)
+
+
+#: Lines of the inputs that stress what a day's file does not.
+HARD_LINES = 200_000
+
+
+def _hard_inputs(workdir: Path, command: str) -> list[dict]:
+    """A producer whose every line breaks the contract (ten kinds, every one a dead letter),
+    and a sparse one (a year of events: a window, hence a row, per transaction)."""
+    rows = []
+    for name, path in (
+            ("every line bad (10 kinds)", foreign.write(
+                workdir / f"foreign-bad-{HARD_LINES}.jsonl", HARD_LINES, bad=1.0)),
+            ("over a year (a window per transaction)", foreign.write(
+                workdir / f"foreign-year-{HARD_LINES}.jsonl", HARD_LINES, hours=365 * 24))):
+        ours = replay.txpipe_replay(path, workdir)
+        problems = replay.disagreements(ours, replay.pandas_replay(path, workdir))
+        if problems:
+            raise SystemExit(f"{name}: txpipe and pandas disagree: " + "; ".join(problems[:5]))
+        rows.append(_replay_row(f"Replay {HARD_LINES:,} lines, foreign, {name}", ours,
+                                replay.pandas_replay(path, workdir, "plain_pandas"),
+                                "plain pandas script", None,
+                                f"{command}; python -m benchmarks.plain_pandas FILE OUT"))
     return rows
 
 

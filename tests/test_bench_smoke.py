@@ -5,10 +5,13 @@ No timing is asserted; the figures come from ``make bench``."""
 from __future__ import annotations
 
 import json
+import random
 import sys
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import recount
 
 from benchmarks import data, elementwise, foreign, replay
 from benchmarks.measure import run
@@ -41,6 +44,21 @@ def test_txpipe_and_pandas_agree_on_a_foreign_producers_file(tmp_path):
     ours = replay.txpipe_replay(path, tmp_path)
     assert replay.disagreements(ours, pandas) == []
     assert ours.counts["duplicates_dropped"] > 0 and ours.counts["dead_lettered"] > 0
+
+
+def test_the_strict_baseline_reads_every_spelling_the_contract_reads(tmp_path):
+    """Lower-case t and z, a space, offsets, 1-9 digits of a second, exponents: what txpipe
+    accepts the strict baseline accepts too, and they find the same windows."""
+    rng = random.Random(3)
+    txs = [recount.Tx(f"s-{i}", Decimal(rng.randrange(1, 10**7)).scaleb(-2),
+                      recount.BASE + timedelta(microseconds=rng.randrange(0, 600 * 10**6)))
+           for i in range(1_500)]
+    path = tmp_path / "spellings.jsonl"
+    path.write_bytes(b"\n".join(recount.spell_message(tx, rng) for tx in txs) + b"\n")
+    pandas = replay.pandas_replay(path, tmp_path)
+    ours = replay.txpipe_replay(path, tmp_path)
+    assert pandas.counts["dead"] == ours.counts["dead_lettered"] == 0
+    assert replay.disagreements(ours, pandas) == []
 
 
 def test_the_plain_script_and_duckdb_count_what_txpipe_counts_on_a_clean_file(tmp_path):

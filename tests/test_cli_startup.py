@@ -109,8 +109,9 @@ def test_a_local_replay_names_its_runner_and_never_imports_ipython(tmp_path):
 
 
 def test_the_fn_api_runner_gets_the_pipeline_options():
-    """runners.runner_for builds the FnApiRunner as Beam's DirectRunner does (Beam internals:
-    JobServiceHandle.encode_pipeline_options, fn_runner.ExtendedProvisionInfo)."""
+    """runners.runner_for builds the FnApiRunner as Beam's DirectRunner does, through the lab
+    (txpipe.lab.fn_api — Beam internals: JobServiceHandle.encode_pipeline_options,
+    fn_runner.ExtendedProvisionInfo)."""
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 

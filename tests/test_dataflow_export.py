@@ -163,8 +163,10 @@ def test_every_stage_is_a_named_step(export):
     assert precombine.spec.urn == "beam:transform:pardo:v1"
     (combine_input,) = names["TransactionStats/Aggregate/Combine"].inputs.values()
     assert [combine_input] == list(precombine.outputs.values())
+    # WindowInto run as the ParDo it is built on (txpipe.windowing.AssignWindows); its output's
+    # windowing strategy is the spec's (test_windows_are_event_time_with_allowed_lateness)
     assert names["TransactionStats/Window/AssignWindows"].spec.urn == (
-        "beam:transform:window_into:v1")
+        "beam:transform:pardo:v1")
 
 
 def test_dedupe_is_the_sources_on_dataflow_within_its_ten_minutes(export):

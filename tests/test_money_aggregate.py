@@ -157,3 +157,21 @@ def test_breakdown_per_category_matches_a_recount():
         assert row["avg_transaction_amount"] == expected_average(sum(values, Decimal(0)),
                                                                  len(values))
         assert (row["pane_timing"], row["pane_index"]) == ("ON_TIME", 0)
+
+
+def test_a_partial_crosses_the_shuffle_exactly():
+    """The pre-combined accumulator's coder keeps every digit and exponent of its amounts (and
+    an empty one's missing min / max): the merge after the shuffle sees what Precombine held."""
+    from apache_beam.coders import registry
+
+    from txpipe.aggregate import Partial
+
+    coder = registry.get_coder(Partial)
+    for acc in ([3, Decimal("0.30"), Decimal("0.10"), Decimal("0.10")],
+                [1, Decimal("1E+2"), Decimal("1E+2"), Decimal("1E+2")],
+                [2, Decimal("-0.00"), Decimal("-12345678901234567890123456789.012345678"),
+                 Decimal("12345678901234567890123456789.012345678")],
+                [0, Decimal("0"), None, None]):
+        back = coder.decode(coder.encode(Partial(acc)))
+        assert type(back) is Partial and back == acc
+        assert [str(v) for v in back] == [str(v) for v in acc]  # the same digits, not only ==

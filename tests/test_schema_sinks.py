@@ -10,7 +10,10 @@ from decimal import Decimal
 import apache_beam as beam
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from txpipe import money
 from txpipe.contract import Reason
 from txpipe.schema import (
     BIGQUERY_REJECTED,
@@ -66,8 +69,8 @@ def test_bigquery_schema_is_one_bigquery_accepts(name):
 
 def test_money_is_numeric_and_windows_partition_by_day_on_their_start():
     fields = {f["name"]: f for f in WINDOW_STATS.bigquery_schema()["fields"]}
-    for money in ("total_amount_sum", "avg_transaction_amount", "max_amount", "min_amount"):
-        assert fields[money]["type"] == "NUMERIC"
+    for column in ("total_amount_sum", "avg_transaction_amount", "max_amount", "min_amount"):
+        assert fields[column]["type"] == "NUMERIC"
     assert fields["window_start_time"]["mode"] == "REQUIRED"
     assert fields["total_transactions"] == {**fields["total_transactions"], "type": "INT64",
                                             "mode": "REQUIRED"}
@@ -124,6 +127,19 @@ def test_json_row_is_rfc3339_utc_and_exact_money():
     assert out["avg_transaction_amount"] is None
     assert out["total_transactions"] == 3 and out["pane_index"] == 0
     assert WINDOW_STATS.to_jsonl(row).startswith('{"window_start_time":"2026-11-27T10:00:30.000Z"')
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=9,  # stored money: NUMERIC
+                   min_value=Decimal("-1e20"), max_value=Decimal("1e20"))
+       | st.integers(1, 10**15).map(lambda n: Decimal(n).scaleb(-9).normalize()))
+def test_money_text_is_plain_exact_and_has_at_least_cents(amount):
+    text = money.to_text(amount)
+    assert Decimal(text) == amount and "E" not in text.upper()
+    whole, _, fraction = text.lstrip("-").partition(".")
+    assert whole.isdigit() and fraction.isdigit()
+    written = max(0, -amount.normalize(money.CONTEXT).as_tuple().exponent)
+    assert len(fraction) == max(2, written)  # no trailing zero beyond the cents
 
 
 def test_json_timestamps_keep_microseconds_of_session_windows():

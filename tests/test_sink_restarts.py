@@ -240,6 +240,39 @@ def test_a_replay_into_duckdb_keeps_the_direct_runners_batch_executor(tmp_path):
     assert read(tmp_path / "w.duckdb", "SELECT count(*) FROM dead_letters") == [(2,)]
 
 
+def test_a_replay_of_many_dead_letters_packs_them_and_loses_none(tmp_path, monkeypatch):
+    """A replay's dead letters cross the shuffles packed (a bundle's per bucket; the DuckDB
+    writer's rows as Arrow tables, joined for fewer inserts): with packs and inserts made tiny,
+    every bad line and every copy of one is in DuckDB and in JSON Lines under its reason,
+    numbered alike by both."""
+    from txpipe.sinks import duckdb as duckdb_sink
+    from txpipe.sinks import identity
+
+    monkeypatch.setattr(identity._PackCopiesFn, "MAX_HELD", 7)
+    monkeypatch.setattr(duckdb_sink.WriteDuckDB, "BATCH_SIZE", 11)
+    monkeypatch.setattr(duckdb_sink.WriteDuckDB, "REPLAY_BATCH_ROWS", 30)
+    rng = random.Random(8)
+    bad = [(raw + b" " * i, reason) for i in range(4) for raw, reason in bad_records()
+           if raw.strip()]  # distinct lines of every reason (a blank line stays one line)
+    copies = rng.sample(bad, 25)
+    lines = [spell_message(tx, rng) for tx in transactions(200, 60, seed=8)]
+    lines += [raw for raw, _ in bad + copies]
+    rng.shuffle(lines)
+    warehouse = tmp_path / "w.duckdb"
+    replay(lines, DuckDBSink(str(warehouse)))
+    replay(lines, JsonlSink(str(tmp_path / "out" / "w"), str(tmp_path / "out" / "dead")))
+
+    expected = sorted((reason, raw.decode("utf-8", "backslashreplace"))
+                      for raw, reason in bad + copies)
+    stored = read(warehouse, "SELECT reason, payload, dead_letter_id FROM dead_letters")
+    assert sorted((reason, payload) for reason, payload, _ in stored) == expected
+    assert len({i for _, _, i in stored}) == len(stored)
+    [dead_file] = (tmp_path / "out").glob("dead-*.jsonl")
+    written = [json.loads(line) for line in dead_file.read_text().splitlines()]
+    assert sorted((r["reason"], r["payload"], r["dead_letter_id"]) for r in written) == sorted(
+        stored)
+
+
 # --- streams --------------------------------------------------------------------------------
 
 

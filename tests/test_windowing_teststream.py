@@ -248,3 +248,47 @@ def test_the_dedupe_horizon_is_processing_time():
     assert [r[2:6] for r in rows] == [("ON_TIME", 0, 2, D("0.20"))]
     rows = run(stream(), WindowSpec(size_seconds=30), horizon=600)
     assert [r[2:6] for r in rows] == [("ON_TIME", 0, 1, D("0.10"))]
+
+
+@pytest.mark.parametrize("window_fn", [
+    beam.window.FixedWindows(30), beam.window.FixedWindows(7, offset=3),
+    beam.window.SlidingWindows(30, 10), beam.window.SlidingWindows(60, 25, offset=5),
+    beam.window.Sessions(20), beam.window.GlobalWindows()],
+    ids=["fixed", "fixed-offset", "sliding", "sliding-offset", "sessions", "global"])
+def test_assign_windows_is_beams_window_into(window_fn):
+    """The Window stage's AssignWindows puts every element in the windows, at the timestamp,
+    that Beam's own WindowInto gives it — also an element already in several windows (one
+    output per window, as WindowInto's) — and its output carries WindowInto's strategy."""
+    import random
+
+    from apache_beam.transforms import trigger
+
+    from txpipe.windowing import AssignWindows
+
+    rng = random.Random(7)
+    stamps = [rng.randrange(-10**9, 10**9) / 1000 for _ in range(400)] + [0, 10, 29.999999]
+    kwargs = dict(trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                  accumulation_mode=trigger.AccumulationMode.ACCUMULATING, allowed_lateness=30)
+    out = Outputs()
+    with beam.Pipeline() as p:
+        elements = (p | beam.Create(list(enumerate(stamps)))
+                    | beam.Map(lambda e: beam.window.TimestampedValue(e, e[1]))
+                    | beam.WindowInto(beam.window.SlidingWindows(20, 10)))  # several windows
+        for name, into in (("beam", beam.WindowInto(window_fn, **kwargs)),
+                           ("txpipe", AssignWindows(window_fn, **kwargs))):
+            windowed = elements | f"Into{name}" >> into
+            windowed | f"Keep{name}" >> out.keep(name, timestamp=True, window=True)
+        assert windowed.windowing == beam.WindowInto(window_fn, **kwargs).windowing
+    assert len(out["beam"]) >= 2 * len(stamps)
+    assert sorted(out["txpipe"]) == sorted(out["beam"])
+
+
+def test_parse_takes_messages_in_the_global_window():
+    """Parse builds each transaction's WindowedValue in the global window itself, so it refuses
+    input a WindowInto has put elsewhere instead of giving it other windows than Beam would."""
+    from txpipe.parse import ParseTransactions
+
+    p = beam.Pipeline()
+    windowed = p | beam.Create([tx("a", 1)]) | beam.WindowInto(beam.window.FixedWindows(30))
+    with pytest.raises(ValueError, match="global window"):
+        windowed | ParseTransactions()

@@ -54,7 +54,7 @@ from txpipe.aggregate import (
 from txpipe.contract import from_micros, judge
 from txpipe.dedupe import first_deliveries
 from txpipe.parse import DEAD_LETTERS, payload, rejected
-from txpipe.windowing import WindowSpec
+from txpipe.windowing import WindowAssigner, WindowSpec
 
 #: Valid transactions a Parse holds before it sends them on, over all its buckets' chunks:
 #: big enough that per-chunk costs vanish, small enough to keep a bundle's memory bounded.
@@ -282,37 +282,6 @@ class FirstDeliveryFn(beam.DoFn):
 
 
 # --- Window ---------------------------------------------------------------------------------
-
-
-class WindowAssigner:
-    """The windows a non-merging Beam WindowFn assigns to a timestamp, asked of the WindowFn
-    once per stretch of time over which its answer cannot change.
-
-    Fixed and sliding windows start and end on multiples of a grain (the gcd of size, period
-    and offset): every timestamp between two multiples gets the same windows, so the WindowFn's
-    own ``assign`` answers for the whole stretch.
-    """
-
-    def __init__(self, window_fn: window.WindowFn):
-        self.window_fn = window_fn
-        parts = [getattr(window_fn, name, None) for name in ("size", "period", "offset")]
-        micros = [p.micros for p in parts if p is not None]
-        self.grain = math.gcd(*micros) or 1
-        self.offset = window_fn.offset.micros if hasattr(window_fn, "offset") else 0
-        self.cache: dict[int, tuple[tuple[int, int], ...]] = {}
-
-    def __call__(self, micros: int) -> tuple[tuple[int, int], ...]:
-        """(start, end) micros of every window ``micros`` falls in."""
-        stretch = (micros - self.offset) // self.grain
-        found = self.cache.get(stretch)
-        if found is None:
-            if len(self.cache) > 1 << 16:
-                self.cache.clear()
-            moment = Timestamp(micros=stretch * self.grain + self.offset)
-            context = window.WindowFn.AssignContext(moment)
-            found = self.cache[stretch] = tuple(
-                (w.start.micros, w.end.micros) for w in self.window_fn.assign(context))
-        return found
 
 
 class CutWindowsFn(beam.DoFn):

@@ -17,13 +17,11 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from txpipe import logs
 from txpipe.config import (
-    BigQueryMethod,
     Route,
     Settings,
     add_setting_arguments,
@@ -271,8 +269,12 @@ def _sink(args: argparse.Namespace, settings: Settings, streaming: bool) -> Sink
         raise UsageError("--sink bigquery takes its tables from BIGQUERY_DATASET_ID / "
                          "BIGQUERY_TABLE_ID (or --bigquery-dataset / --bigquery-table), "
                          "not --output")
-    _check_bigquery_method(settings, streaming)
-    return sinks.BigQuerySink.from_settings(settings)
+    sink = sinks.BigQuerySink.from_settings(settings)
+    try:
+        sink.check_method(streaming)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return sink
 
 
 def _with_run_id(settings: Settings, source: Source, breakdown: str | None,
@@ -292,16 +294,6 @@ def _with_run_id(settings: Settings, source: Source, breakdown: str | None,
     return settings.model_copy(update={"run_id": run_id})
 
 
-def _check_bigquery_method(settings: Settings, streaming: bool) -> None:
-    from txpipe.sinks.bigquery import resolve_method, storage_write_unavailable
-
-    if resolve_method(settings.bigquery_method, streaming) is BigQueryMethod.STORAGE_WRITE:
-        reason = storage_write_unavailable()
-        if reason:
-            raise UsageError(f"--bigquery-method storage_write: {reason}; use "
-                             "streaming_inserts or file_loads")
-
-
 def check_sink(run: RunPlan) -> None:
     """Open what the run writes to, as its writers will, before any data is read: a DuckDB
     file that is no database or stays locked, a BigQuery dataset that is missing or not
@@ -317,34 +309,19 @@ def check_sink(run: RunPlan) -> None:
         except WarehouseError as exc:
             raise UsageError(f"--output {exc}") from None
     elif run.sink_name == "bigquery":
-        from txpipe.resources import ResourceError, check_bigquery
+        from apache_beam.options.pipeline_options import GoogleCloudOptions
 
+        from txpipe.runners import pipeline_options
+
+        temp = pipeline_options(run).view_as(GoogleCloudOptions).temp_location
         try:
-            check_bigquery(run.settings, dimension_table=bool(run.breakdown),
-                           anomaly_table=run.settings.anomalies)
-        except ResourceError as exc:
+            staging = run.sink.check(run.settings, run.streaming, temp,
+                                     dimensions=bool(run.breakdown),
+                                     anomalies=run.settings.anomalies)
+        except ValueError as exc:
             raise UsageError(str(exc)) from None
-        _file_loads_location(run)
-
-
-def _file_loads_location(run: RunPlan) -> None:
-    """File loads stage rows under the temp location, which BigQuery reads: gs:// for Google
-    Cloud; a local directory (made here if none is given) for a local BigQuery."""
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
-
-    from txpipe.runners import pipeline_options
-    from txpipe.sinks.bigquery import resolve_method
-
-    if resolve_method(run.settings.bigquery_method, run.streaming) is not BigQueryMethod.FILE_LOADS:
-        return
-    temp = pipeline_options(run).view_as(GoogleCloudOptions).temp_location
-    if os.environ.get("BIGQUERY_EMULATOR_HOST"):
-        if not temp:
-            run.beam_args.append(f"--temp_location={tempfile.mkdtemp(prefix='txpipe-loads-')}")
-        return
-    if not (temp or "").startswith("gs://"):
-        raise UsageError("--bigquery-method file_loads stages rows for BigQuery to load: give "
-                         "--temp_location gs://BUCKET/tmp (or choose streaming_inserts)")
+        if staging != temp:
+            run.beam_args.append(f"--temp_location={staging}")
 
 
 def summary(counters: dict[str, int], source: dict[str, int] | None = None) -> str:

@@ -337,9 +337,12 @@ def validate(raw: bytes | str) -> Transaction | Invalid:
         return Invalid(exc.reason, str(exc))
 
 
-def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with millisecond precision and a ``Z``: the form publishers send."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def format_timestamp(moment: datetime, timespec: str = "milliseconds") -> str:
+    """RFC 3339 in UTC with millisecond precision (or ``timespec``) and a ``Z``: the form
+    publishers send."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec=timespec)[:-6] + "Z"  # UTC's isoformat ends in +00:00
 
 
 def to_micros(moment: datetime) -> int:

@@ -29,13 +29,13 @@ import apache_beam as beam
 from apache_beam.coders import Coder, registry
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.deduplicate import DeduplicatePerKey
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.typehints import KV
-from apache_beam.utils.timestamp import Duration, Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.utils.timestamp import Duration
+from apache_beam.utils.windowed_value import create as windowed_value
 
 from txpipe import metrics
 from txpipe.contract import Transaction, from_micros
+from txpipe.windowing import GLOBAL
 
 
 class CountUniqueFn(beam.DoFn):
@@ -161,13 +161,13 @@ class BucketByIdFn(beam.DoFn):
     def start_bundle(self):
         self._lists: dict[int, Deliveries] = {}
 
-    def process(self, tx, timestamp=beam.DoFn.TimestampParam):
+    def process(self, tx, windowed=beam.DoFn.WindowedValueParam):
         bucket = bucket_of(tx.transaction_id, self._buckets)
         found = self._lists.get(bucket)
         if found is None:
             found = self._lists[bucket] = Deliveries()
         found.transactions.append(tx)
-        found.micros.append(timestamp.micros)
+        found.micros.append(windowed.timestamp_micros)  # no Timestamp object per element
         if len(found.micros) >= DELIVERIES_SIZE:
             del self._lists[bucket]
             yield bucket, found
@@ -175,7 +175,7 @@ class BucketByIdFn(beam.DoFn):
     def finish_bundle(self):
         lists, self._lists = self._lists, {}
         for bucket, found in lists.items():
-            yield WindowedValue((bucket, found), Timestamp(micros=0), (GlobalWindow(),))
+            yield windowed_value((bucket, found), 0, GLOBAL)
 
 
 class FirstOfBucketFn(beam.DoFn):
@@ -187,12 +187,11 @@ class FirstOfBucketFn(beam.DoFn):
 
     def process(self, element):
         seen: set[str] = set()
-        window = (GlobalWindow(),)
         for found in element[1]:
             txs, micros = found.transactions, found.micros
             keep = first_deliveries([tx.transaction_id for tx in txs], seen)
             for k in range(len(txs)) if keep is None else keep:
-                yield WindowedValue(txs[k], Timestamp(micros=micros[k]), window)
+                yield windowed_value(txs[k], micros[k], GLOBAL)
         self._unique.inc(len(seen))
 
 

@@ -27,5 +27,11 @@ def normalize(amount: Decimal) -> Decimal:
 
 
 def to_text(amount: Decimal) -> str:
-    """Plain decimal text (never exponent notation), as JSON and BigQuery NUMERIC expect."""
-    return f"{normalize(amount):f}"
+    """Plain decimal text (never exponent notation), as JSON and BigQuery NUMERIC expect: the
+    text of :func:`normalize`, written from the reduced amount's own text (a row has four
+    amounts, and a sparse replay a row per transaction)."""
+    text = f"{amount.normalize(CONTEXT):f}"
+    point = text.find(".")
+    if point < 0:
+        return text + ".00"
+    return text + "0" if len(text) - point == 2 else text

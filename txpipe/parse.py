@@ -7,8 +7,9 @@ from collections import Counter
 from datetime import datetime
 
 import apache_beam as beam
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import create as windowed
 
 from txpipe import metrics
 from txpipe.contract import (
@@ -20,6 +21,7 @@ from txpipe.contract import (
     parse_message,
     to_micros,
 )
+from txpipe.windowing import GLOBAL
 
 VALID = "valid"
 DEAD_LETTERS = "dead_letters"
@@ -68,7 +70,12 @@ def rejected(raw, exc: Exception) -> tuple[Reason, TimestampedValue]:
 
 
 class ParseFn(beam.DoFn):
-    """Counts are kept per bundle and flushed to Beam metrics once, off the per-element path."""
+    """Counts are kept per bundle and flushed to Beam metrics once, off the per-element path.
+
+    A transaction leaves as the WindowedValue Beam would make of a TimestampedValue in the global
+    window, built directly: Beam's own conversion asks the WindowFn for the window again, per
+    element.
+    """
 
     def __init__(self):
         self._counters = metrics.ParseCounters()
@@ -83,7 +90,7 @@ class ParseFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
             return
         self._counts[VALID] += 1
-        yield TimestampedValue(tx, Timestamp(micros=to_micros(tx.event_time)))
+        yield windowed(tx, to_micros(tx.event_time), GLOBAL)
 
     def finish_bundle(self):
         counts, self._counts = self._counts, Counter()
@@ -95,6 +102,8 @@ class ParseTransactions(beam.PTransform):
     """Raw messages (bytes or str) -> ``{"valid": Transaction, "dead_letters": dict}``."""
 
     def expand(self, messages):
+        if not isinstance(messages.windowing.windowfn, GlobalWindows):
+            raise ValueError("Parse takes messages as a source emits them, in the global window")
         return messages | "Validate" >> beam.ParDo(ParseFn()).with_outputs(
             DEAD_LETTERS, main=VALID
         )

@@ -4,7 +4,8 @@ and runs a ``run``'s graph until it ends, drains or is cancelled.
 
 A local run names the runner Beam's DirectRunner would switch to (the FnApiRunner for a
 bounded read, the BundleBasedDirectRunner for Pub/Sub), which skips the DirectRunner's probe
-for IPython and its attempt at Prism (a download that fails offline).
+for IPython and its attempt at Prism (a download that fails offline); the lab hands the
+FnApiRunner its options as the DirectRunner does (Beam's internals, kept out of the runtime).
 
 Beam's DirectRunner reads Pub/Sub ten messages per bundle with a wall-clock watermark and has no
 drain: not fit for local streaming. The lab (``pip install txpipe[lab]``) brings a better local
@@ -95,19 +96,12 @@ def local_runner_name(reads_pubsub: bool) -> str:
 
 
 def runner_for(options: PipelineOptions):
-    """The runner object for ``options`` — the FnApiRunner given the pipeline options as the
-    DirectRunner gives them (its workers read them) — or None: Beam builds it from the name."""
+    """The runner object for ``options`` — for the FnApiRunner, the lab's, which hands it the
+    pipeline options as the DirectRunner does — or None: Beam builds it from the name."""
     if options.view_as(StandardOptions).runner != "FnApiRunner":
         return None
-    # Beam-internal (2.77): what SwitchingDirectRunner.run_pipeline does before it hands a
-    # graph to the FnApiRunner; tests/test_runtime_apart.py fails loudly if these move.
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+    build = _lab("fn_api_runner")
+    return build(options) if build is not None else None
 
 
 @contextlib.contextmanager
@@ -126,20 +120,21 @@ def outside_ipython():
             del sys.modules["IPython"]
 
 
-def _lab() -> tuple[Any, Any]:
-    """The lab's LocalStreaming and LocalBigQuery classes, or Nones without the lab."""
+def _lab(name: str) -> Any:
+    """One of the lab's adaptations by name (txpipe.lab.adaptation), or None without the lab,
+    as on a Dataflow worker."""
     try:
-        from txpipe.lab.direct_pubsub import LocalStreaming
-        from txpipe.lab.local_bigquery import LocalBigQuery
-    except ImportError as exc:  # the runtime alone, as on a Dataflow worker
+        from txpipe.lab import adaptation
+
+        return adaptation(name)
+    except ImportError as exc:  # the runtime alone
         log.debug("lab not installed: %s", exc)
-        return None, None
-    return LocalStreaming, LocalBigQuery
+        return None
 
 
 def local_streaming(runner: str | None, settings: Settings):
     """The lab's local-streaming adaptation for a streaming run on ``runner``, if any."""
-    adapter = _lab()[0] if runner in LOCAL_RUNNERS else None
+    adapter = _lab("LocalStreaming") if runner in LOCAL_RUNNERS else None
     if adapter is None:
         return None
     return adapter(band_seconds=settings.local_estimation_band_seconds)
@@ -148,7 +143,7 @@ def local_streaming(runner: str | None, settings: Settings):
 def local_bigquery(writes_bigquery: bool, runner: str | None) -> contextlib.AbstractContextManager:
     """A context in which a local run writes BigQuery rows to the BigQuery that
     ``BIGQUERY_EMULATOR_HOST`` names (the lab's wiring); a no-op otherwise."""
-    wiring = _lab()[1] if writes_bigquery and runner in LOCAL_RUNNERS else None
+    wiring = _lab("LocalBigQuery") if writes_bigquery and runner in LOCAL_RUNNERS else None
     wiring = wiring() if wiring is not None else None
     return wiring.installed() if wiring and wiring.applies() else contextlib.nullcontext()
 

@@ -7,6 +7,7 @@ each sink converts them with the functions below.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -136,17 +137,21 @@ class Table:
     def to_json_row(self, row: dict[str, Any]) -> dict[str, Any]:
         """JSON-safe values: RFC 3339 UTC timestamps, money as exact decimal strings."""
         out: dict[str, Any] = {}
-        for c in self.columns:
-            value = row.get(c.name)
-            if value is None:
-                out[c.name] = None
-            elif c.kind is Kind.TIMESTAMP:
-                out[c.name] = _timestamp_text(value) if isinstance(value, datetime) else value
-            elif c.kind is Kind.MONEY:
-                out[c.name] = money.to_text(Decimal(value))
+        for name, kind in self._kinds:
+            value = row.get(name)
+            if value is None or kind is None:
+                out[name] = value
+            elif kind is Kind.TIMESTAMP:
+                out[name] = _timestamp_text(value) if isinstance(value, datetime) else value
             else:
-                out[c.name] = value
+                out[name] = money.to_text(value if type(value) is Decimal else Decimal(value))
         return out
+
+    @functools.cached_property
+    def _kinds(self) -> tuple[tuple[str, Kind | None], ...]:
+        """Each column's name, and its kind where a JSON row converts it."""
+        return tuple((c.name, c.kind if c.kind in (Kind.TIMESTAMP, Kind.MONEY) else None)
+                     for c in self.columns)
 
     def to_jsonl(self, row: dict[str, Any]) -> str:
         return orjson.dumps(self.to_json_row(row)).decode()
@@ -199,9 +204,8 @@ class Table:
 def _timestamp_text(moment: datetime) -> str:
     """Milliseconds like publishers write them, or microseconds when those are not zero:
     a session window starts at an event time, and BigQuery and DuckDB keep microseconds."""
-    if moment.microsecond % 1000:
-        return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return format_timestamp(moment)
+    return format_timestamp(moment, "microseconds" if moment.microsecond % 1000 else
+                            "milliseconds")
 
 
 _PANE = (

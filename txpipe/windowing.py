@@ -5,16 +5,25 @@ arrival time. The trigger fires ON_TIME when the watermark passes the window end
 EARLY every few seconds of processing time before that, and LATE whenever late elements have
 arrived (``AfterCount(1)``: late elements that arrive together share a pane) until the allowed
 lateness has passed; later data is dropped by the runner.
+
+The assignment is Beam's WindowInto with the spec's WindowFn (:class:`AssignWindows`), which
+asks a fixed or sliding WindowFn once per stretch of time instead of once per transaction.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.transforms import trigger, window
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import create as windowed
 
 from txpipe.config import Accumulation, Settings, WindowType
+
+#: The windows of a message as a source emits it, and of a transaction until Window.
+GLOBAL = (window.GlobalWindow(),)
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,87 @@ class WindowSpec:
         return f"{shape} event-time windows, {late}{early}, {self.accumulation.value} panes"
 
 
+class WindowAssigner:
+    """The windows a non-merging Beam WindowFn assigns to a timestamp, asked of the WindowFn
+    once per stretch of time over which its answer cannot change.
+
+    Fixed and sliding windows start and end on multiples of a grain (the gcd of size, period
+    and offset): every timestamp between two multiples gets the same windows, so the WindowFn's
+    own ``assign`` answers for the whole stretch.
+    """
+
+    def __init__(self, window_fn: window.WindowFn):
+        self.window_fn = window_fn
+        parts = [getattr(window_fn, name, None) for name in ("size", "period", "offset")]
+        micros = [p.micros for p in parts if p is not None]
+        self.grain = math.gcd(*micros) or 1
+        self.offset = window_fn.offset.micros if hasattr(window_fn, "offset") else 0
+        self.cache: dict[int, tuple[tuple, tuple[tuple[int, int], ...]]] = {}
+        self.interned: dict = {}
+
+    def __call__(self, micros: int) -> tuple[tuple[int, int], ...]:
+        """(start, end) micros of every window ``micros`` falls in."""
+        return self._stretch(micros)[1]
+
+    def windows(self, micros: int) -> tuple:
+        """The WindowFn's windows of ``micros``."""
+        return self._stretch(micros)[0]
+
+    def _stretch(self, micros: int) -> tuple[tuple, tuple[tuple[int, int], ...]]:
+        stretch = (micros - self.offset) // self.grain
+        found = self.cache.get(stretch)
+        if found is None:
+            if len(self.cache) > 1 << 16:
+                self.cache.clear()
+                self.interned.clear()
+            moment = Timestamp(micros=stretch * self.grain + self.offset)
+            # one object per window, whichever stretch asked: a consumer's table keyed by
+            # window then finds it by identity instead of comparing bounds (Python, in Beam)
+            wins = tuple(self.interned.setdefault(w, w)
+                         for w in self.window_fn.assign(window.WindowFn.AssignContext(moment)))
+            found = self.cache[stretch] = (
+                wins, tuple((w.start.micros, w.end.micros) for w in wins))
+        return found
+
+
+class AssignWindowsFn(beam.DoFn):
+    """What Beam's WindowInto does to each element — the WindowFn assigns its windows from its
+    timestamp — but a fixed or sliding WindowFn is asked once per stretch of time
+    (:class:`WindowAssigner`): its ``assign`` does Timestamp arithmetic in Python, several
+    microseconds per element. Any other WindowFn is asked per element, as Beam does."""
+
+    def __init__(self, windowing):
+        self.windowing = windowing
+
+    def setup(self):
+        fn = self.windowing.windowfn
+        self._assigner = (WindowAssigner(fn)
+                          if type(fn) in (window.FixedWindows, window.SlidingWindows) else None)
+
+    def process(self, element, win=beam.DoFn.WindowParam,
+                windowed_value=beam.DoFn.WindowedValueParam):
+        # WindowParam: called once per window of the input, as Beam's WindowInto's DoFn is
+        micros = windowed_value.timestamp_micros
+        if self._assigner is not None:
+            wins = self._assigner.windows(micros)
+        else:
+            wins = self.windowing.windowfn.assign(window.WindowFn.AssignContext(
+                windowed_value.timestamp, element=element, window=win))
+        yield windowed(element, micros, wins)
+
+
+class AssignWindows(beam.WindowInto):
+    """Beam's WindowInto — the same windowing strategy on its output, trigger and all — sent
+    to the runner as the ParDo it is built on, with :class:`AssignWindowsFn`. WindowInto's own
+    runner form is the assign-windows primitive, which a portable runner (the FnApiRunner,
+    Dataflow's SDK harness) runs with Beam's per-element DoFn instead."""
+
+    WindowIntoFn = AssignWindowsFn
+
+    def to_runner_api_parameter(self, context, **extra_kwargs):
+        return beam.ParDo.to_runner_api_parameter(self, context, **extra_kwargs)
+
+
 class WindowTransactions(beam.PTransform):
     """Assign each transaction to its event-time window(s) with the spec's trigger."""
 
@@ -100,7 +190,7 @@ class WindowTransactions(beam.PTransform):
         # Without late firings no pane could carry late data, and Beam rejects a trigger that
         # finishes while lateness is allowed ("may lose data"): late data is dropped instead.
         lateness = spec.allowed_lateness_seconds if spec.late_firings else 0
-        return transactions | "AssignWindows" >> beam.WindowInto(
+        return transactions | "AssignWindows" >> AssignWindows(
             spec.window_fn(),
             trigger=spec.trigger(),
             accumulation_mode=spec.accumulation_mode(),

@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlparse
@@ -96,6 +97,36 @@ class BigQuerySink:
                    dead_letter_table=settings.bigquery_dead_letter_table,
                    method=settings.bigquery_method,
                    anomaly_table=settings.bigquery_anomaly_table)
+
+    def check_method(self, streaming: bool) -> None:
+        """Refuse (ValueError, one line) a method this machine cannot run, before building."""
+        if resolve_method(self.method, streaming) is BigQueryMethod.STORAGE_WRITE:
+            reason = storage_write_unavailable()
+            if reason:
+                raise ValueError(f"--bigquery-method storage_write: {reason}; use "
+                                 "streaming_inserts or file_loads")
+
+    def check(self, settings, streaming: bool, temp_location: str | None,
+              dimensions: bool = False, anomalies: bool = False) -> str | None:
+        """Before any data is read: credentials, the dataset, the tables and views (created
+        where missing; txpipe.resources). Returns the temp location the run stages file loads
+        under — BigQuery reads it, so gs:// for Google Cloud; for a local BigQuery a local
+        directory, made here if none is given. Raises ValueError with one line."""
+        from txpipe.resources import ResourceError, check_bigquery
+
+        try:
+            check_bigquery(settings, dimension_table=dimensions, anomaly_table=anomalies)
+        except ResourceError as exc:
+            raise ValueError(str(exc)) from None
+        if resolve_method(self.method, streaming) is not BigQueryMethod.FILE_LOADS:
+            return temp_location
+        if os.environ.get("BIGQUERY_EMULATOR_HOST"):
+            return temp_location or tempfile.mkdtemp(prefix="txpipe-loads-")
+        if not (temp_location or "").startswith("gs://"):
+            raise ValueError("--bigquery-method file_loads stages rows for BigQuery to load: "
+                             "give --temp_location gs://BUCKET/tmp (or choose "
+                             "streaming_inserts)")
+        return temp_location
 
     def windows(self, run: RunIdentity) -> beam.PTransform:
         return WriteTable(self.table, WINDOW_STATS, self.method, run.stamp)

@@ -26,17 +26,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import secrets
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+import zstandard
 from apache_beam.coders import VarIntCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.typehints import KV
+from apache_beam.utils.windowed_value import WindowedValue
 
+from txpipe.contract import from_micros, to_micros
 from txpipe.parse import stamped
 from txpipe.sources import FileSource, MessagesSource
 from txpipe.windowing import WindowSpec
@@ -157,22 +163,65 @@ class _NumberCopiesFn(beam.DoFn):
         yield {**row, "run_id": self._run_id, "dead_letter_id": dead_letter_id(key, seen)}
 
 
-def _number_group(element, run_id: str):
-    """A replay's copies of one dead letter, all at hand: numbered 0, 1, ... (identical rows,
-    so any order gives the same ids), each stamped again with when it was seen — the grouping
-    stamped them with the end of the global window, which no per-minute file can name."""
-    key, rows = element
-    for occurrence, row in enumerate(rows):
-        yield stamped({**row, "run_id": run_id, "dead_letter_id": dead_letter_id(key, occurrence)})
+#: Shuffle keys a replay's dead letters are spread over (all copies of one share a key).
+DEAD_LETTER_BUCKETS = 64
+
+
+class _PackCopiesFn(beam.DoFn):
+    """A bundle's dead letters -> ``(bucket, packed)`` per bucket of their payloads: the
+    grouping then moves one compressed list per bucket and bundle instead of a row dict (pickled
+    for its datetime) per dead letter — a tenth of the memory, a fraction of the time."""
+
+    #: Dead letters held before a bundle's lists are sent on: memory bound.
+    MAX_HELD = 10_000
+
+    def start_bundle(self):
+        self._held: dict[int, list] = {}
+        self._count = 0
+
+    def process(self, row: dict):
+        payload = row["payload"]
+        bucket = zlib.crc32(payload.encode("utf-8", "surrogatepass")) % DEAD_LETTER_BUCKETS
+        self._held.setdefault(bucket, []).append(
+            (row["reason"], row["message"], payload, to_micros(row["seen_at"])))
+        self._count += 1
+        if self._count >= self.MAX_HELD:
+            yield from self.finish_bundle()
+
+    def finish_bundle(self):
+        held, self._held, self._count = self._held, {}, 0
+        for bucket, copies in held.items():
+            packed = zstandard.ZstdCompressor(level=1).compress(
+                pickle.dumps(copies, pickle.HIGHEST_PROTOCOL))
+            yield WindowedValue((bucket, packed), GlobalWindow().max_timestamp(), (GlobalWindow(),))
+
+
+def _number_copies(element, run_id: str):
+    """A bucket of a replay's dead letters, every copy of each at hand: the copies of one are
+    numbered 0, 1, ... (identical but for when they were seen, so any order gives the same ids),
+    each stamped with when it was seen — the grouping left them at the end of the global
+    window, which no per-minute file can name."""
+    _, packs = element
+    copies: dict[str, int] = {}
+    decompress = zstandard.ZstdDecompressor().decompress
+    for packed in packs:
+        for reason, message, payload, seen_at in pickle.loads(decompress(packed)):
+            row = {"reason": reason, "message": message, "payload": payload,
+                   "seen_at": from_micros(seen_at), "run_id": run_id}
+            key = content_key(run_id, row)
+            occurrence = copies.get(key, 0)
+            copies[key] = occurrence + 1
+            row["dead_letter_id"] = dead_letter_id(key, occurrence)
+            yield stamped(row)
 
 
 class IdentifyDeadLetters(beam.PTransform):
     """Dead letters -> the same rows with ``run_id`` and a ``dead_letter_id`` that a rerun or a
     retry gives again (schema.DEAD_LETTERS).
 
-    A bounded input groups the copies (a shuffle); a stream counts them in keyed state. Both
-    number the n-th copy n. (Keyed state in batch costs the DirectRunner a state round trip per
-    element: 36 s for 8,000 dead letters, where the grouping takes well under one.)
+    A bounded input groups the copies (a shuffle of a bundle's dead letters at a time); a
+    stream counts them in keyed state (in batch, a state round trip per element). Both number
+    the n-th copy n.
     """
 
     def __init__(self, run_id: str):
@@ -181,11 +230,14 @@ class IdentifyDeadLetters(beam.PTransform):
 
     def expand(self, dead_letters):
         run_id = self.run_id
-        keyed = dead_letters | "KeyByContent" >> beam.Map(
-            lambda row: (content_key(run_id, row), row)).with_output_types(KV[str, Any])
         if dead_letters.is_bounded:
-            return (keyed
+            return (dead_letters
+                    | "PackCopies" >> beam.ParDo(_PackCopiesFn()).with_output_types(
+                        KV[int, bytes])
                     | "GroupCopies" >> beam.GroupByKey()
-                    | "NumberCopies" >> beam.FlatMap(_number_group, run_id))
+                    | "NumberCopies" >> beam.FlatMap(_number_copies, run_id))
         # a str key: deterministic, as keyed state needs
-        return keyed | "NumberCopies" >> beam.ParDo(_NumberCopiesFn(run_id))
+        return (dead_letters
+                | "KeyByContent" >> beam.Map(lambda row: (content_key(run_id, row), row))
+                .with_output_types(KV[str, Any])
+                | "NumberCopies" >> beam.ParDo(_NumberCopiesFn(run_id)))

@@ -42,19 +42,20 @@ class WriteJsonl(beam.PTransform):
         self.run, self.stamp = run, stamp
 
     def expand(self, rows):
+        stamp = None
         if self.stamp:  # True: a statistics row's stamp
             stamp = self.run.stamp if self.stamp is True else self.stamp
-            rows = rows | "Identify" >> beam.Map(stamp)
-        lines = rows | "ToJson" >> beam.Map(self.table.to_jsonl)
         prefix = f"{self.prefix}-{self.run.run_id}"
         if not self.streaming:
             path = f"{prefix}-00000-of-00001{self.suffix}"  # WriteToText's name for one shard
-            parts = (lines
-                     | "OneGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-                     | "WriteParts" >> beam.ParDo(_WritePartsFn(path)))
+            # one step per row (stamp, JSON, write): a sparse replay has a row per transaction
+            parts = rows | "WriteParts" >> beam.ParDo(_WritePartsFn(path, self.table, stamp))
             rows.pipeline | "Once" >> beam.Impulse() | "WriteText" >> beam.ParDo(
                 _JoinPartsFn(path), beam.pvalue.AsList(parts))
             return None
+        if stamp is not None:
+            rows = rows | "Identify" >> beam.Map(stamp)
+        lines = rows | "ToJson" >> beam.Map(self.table.to_jsonl)
         directory, name = os.path.split(os.path.abspath(prefix))
         lines | "PerMinute" >> beam.WindowInto(window.FixedWindows(60)) | (
             "WriteFiles" >> fileio.WriteToFiles(
@@ -66,18 +67,23 @@ class WriteJsonl(beam.PTransform):
 
 
 class _WritePartsFn(beam.DoFn):
-    """Each bundle's lines -> a part file beside ``path``; yields the part's name."""
+    """Each bundle's rows, stamped and as JSON, -> a part file beside ``path``; yields the
+    part's name, in the global window whatever the rows' windows."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, table: Table | None = None,
+                 stamp: Callable[[dict], dict] | None = None):
+        self.path, self.table, self.stamp = path, table, stamp
 
     def start_bundle(self):
         self._part, self._file = None, None
 
-    def process(self, line: str):
+    def process(self, row):
         if self._file is None:
             self._part = f"{self.path}.{uuid.uuid4().hex}.part"
             self._file = FileSystems.create(self._part)
+        if self.stamp is not None:
+            row = self.stamp(row)
+        line = row if self.table is None else self.table.to_jsonl(row)
         self._file.write(line.encode("utf-8") + b"\n")
 
     def finish_bundle(self):
