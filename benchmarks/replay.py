@@ -65,7 +65,7 @@ def pandas_replay(input_path: Path, workdir: Path, script: str = "baseline_panda
     counts = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", measured.stdout)}
     windows = {}
     with open(out, encoding="utf-8") as f:
-        for line in f:
+        for line in filter(str.strip, f):  # pandas writes an empty line for no windows
             row = json.loads(line, parse_float=Decimal)
             windows[row["window_start_time"]] = {
                 "count": int(row["count"]), "sum": row["sum"],

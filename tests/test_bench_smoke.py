@@ -61,6 +61,17 @@ def test_the_strict_baseline_reads_every_spelling_the_contract_reads(tmp_path):
     assert replay.disagreements(ours, pandas) == []
 
 
+def test_a_file_of_only_bad_lines_is_counted_dead_by_txpipe_and_the_baseline(tmp_path):
+    """No window at all (pandas then writes an empty line): every line dead, nothing lost, and
+    the strict baseline agrees."""
+    path = foreign.write(tmp_path / "bad.jsonl", 300, bad=1.0)
+    ours = replay.txpipe_replay(path, tmp_path)
+    strict = replay.pandas_replay(path, tmp_path)
+    assert ours.counts["dead_lettered"] == strict.counts["dead"] == 300
+    assert ours.windows == strict.windows == {}
+    assert replay.disagreements(ours, strict) == []
+
+
 def test_the_plain_script_and_duckdb_count_what_txpipe_counts_on_a_clean_file(tmp_path):
     """On a file without bad lines the scripts a user compares with do the same work: the same
     windows, counts and money (to the cent) as txpipe's strict baseline."""
