@@ -114,10 +114,8 @@ class _JoinPartsFn(beam.DoFn):
                     with FileSystems.open(part) as f:
                         shutil.copyfileobj(f, out, 1 << 20)
             FileSystems.rename([whole], [self.path])
-            if parts:
-                FileSystems.delete(parts)
-        pattern = f"{self.path}.*.part"
-        left = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        # the joined parts, and any other attempt's (all named PATH.<uuid>.part)
+        left = [m.path for m in FileSystems.match([f"{self.path}.*.part"])[0].metadata_list]
         if left:
             FileSystems.delete(left)
 
