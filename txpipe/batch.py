@@ -25,6 +25,7 @@ ones; :func:`declines` says which specs it leaves to the element-wise route, and
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections import Counter
@@ -51,7 +52,7 @@ from txpipe.aggregate import (
     TransactionStatsFn,
     window_row,
 )
-from txpipe.contract import from_micros, judge
+from txpipe.contract import from_micros, judge_all
 from txpipe.dedupe import first_deliveries
 from txpipe.parse import DEAD_LETTERS, payload, rejected
 from txpipe.windowing import WindowAssigner, WindowSpec
@@ -120,10 +121,11 @@ class Chunk:
     @classmethod
     def joined(cls, chunks: list[Chunk]) -> Chunk:
         """One chunk of ``chunks``' rows, in order."""
-        if len(chunks) == 1:
-            return chunks[0]
-        dims = None if chunks[0].dims is None else [d for c in chunks for d in c.dims]
-        return cls([i for c in chunks for i in c.ids], [a for c in chunks for a in c.amounts],
+        if len(chunks) <= 1:
+            return chunks[0] if chunks else cls()
+        chain = itertools.chain.from_iterable
+        dims = None if chunks[0].dims is None else list(chain(c.dims for c in chunks))
+        return cls(list(chain(c.ids for c in chunks)), list(chain(c.amounts for c in chunks)),
                    np.concatenate([np.asarray(c.micros, dtype=np.int64) for c in chunks]), dims)
 
     def piece(self) -> bytes:
@@ -142,8 +144,13 @@ class Chunk:
     @classmethod
     def decode(cls, encoded: bytes) -> Chunk:
         """The one chunk of all the pieces ``encoded`` packs."""
-        return cls.joined(list(map(cls.from_piece, _PIECES.decode(
-            zstandard.ZstdDecompressor().decompress(encoded)))))
+        return cls.joined(cls.pieces(encoded))
+
+    @classmethod
+    def pieces(cls, encoded: bytes) -> list[Chunk]:
+        """The pieces ``encoded`` packs, each a chunk."""
+        return list(map(cls.from_piece, _PIECES.decode(
+            zstandard.ZstdDecompressor().decompress(encoded))))
 
 
 def packed(pieces: list[bytes]) -> bytes:
@@ -210,34 +217,25 @@ class ParseBatchFn(beam.DoFn):
         self._dead: Counter = Counter()
 
     def process(self, element) -> Iterator[Any]:
-        breakdown = self._breakdown
-        ids, amounts, micros, dims = [], [], [], [] if breakdown else None
-        add_id, add_amount, add_micros = ids.append, amounts.append, micros.append
-        for raw in element if type(element) is list else (element,):
-            if type(raw) is not bytes:
-                raw = payload(raw)
-            try:
-                message, amount, event = judge(raw)
-            except Exception as exc:  # the contract's verdict, or a bug: a dead letter either way
-                reason, dead = rejected(raw, exc)
-                self._dead[reason] += 1
-                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
-                continue
-            add_id(message.transaction_id)
-            add_amount(amount)
-            add_micros(event)
-            if breakdown:
-                dims.append(getattr(message, breakdown) or "")
+        raws = element if type(element) is list else [element]
+        if not all(type(raw) is bytes for raw in raws):
+            raws = [raw if type(raw) is bytes else payload(raw) for raw in raws]
+        ids, amounts, micros, dims, refused = judge_all(raws, self._breakdown)
+        for raw, exc in refused:  # the contract's verdict, or a bug: a dead letter either way
+            reason, dead = rejected(raw, exc)
+            self._dead[reason] += 1
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
         if ids:
             self._valid += len(ids)
-            yield from self._hold(Chunk(ids, list(map(str, amounts)), micros, dims))
+            yield from self._hold(Chunk(ids, amounts, micros, dims))
 
     def _hold(self, block: Chunk) -> Iterator[tuple[int, bytes]]:
         """Adds a block's transactions to the pieces of their buckets; sends on a bucket's
         pieces once they hold a chunk's worth."""
         buckets = buckets_of(block.ids, self._buckets)
         order, starts = _runs([buckets])
-        columns = [_ordered(column, order) for column in block.columns()]
+        columns = [_ordered(column, order) if i != 2 else np.asarray(column, np.int64)[order]
+                   for i, column in enumerate(block.columns())]  # micros: an array
         ends = [*starts[1:].tolist(), len(order)]
         pieces, held = self._pieces, self._held
         for first, end in zip(starts.tolist(), ends, strict=True):
@@ -270,15 +268,14 @@ class FirstDeliveryFn(beam.DoFn):
         self._unique = Metrics.counter(metrics.NAMESPACE, metrics.UNIQUE)
 
     def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[Chunk]:
+        # the bucket's pieces joined once, and its first deliveries taken once: one pass over
+        # its transactions, not a join and a take per shuffled value and a join of them all
         _, encoded = element
-        seen: set[str] = set()
-        parts = []
-        for chunk in map(Chunk.decode, encoded):
-            keep = first_deliveries(chunk.ids, seen)
-            parts.append(chunk if keep is None else chunk.take(keep))
-        self._unique.inc(len(seen))
-        if parts:
-            yield parts[0] if len(parts) == 1 else Chunk.joined(parts)
+        chunk = Chunk.joined([piece for value in encoded for piece in Chunk.pieces(value)])
+        keep = first_deliveries(chunk.ids, set())
+        self._unique.inc(len(chunk) if keep is None else len(keep))
+        if len(chunk):
+            yield chunk if keep is None else chunk.take(keep)
 
 
 # --- Window ---------------------------------------------------------------------------------

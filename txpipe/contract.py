@@ -263,6 +263,83 @@ def judge(raw: bytes | str) -> tuple[Message, Decimal, int]:
     return message, check_amount(number), event_micros(message.timestamp)
 
 
+class Verdicts(NamedTuple):
+    """:func:`judge_all`'s verdicts on a list of messages: the accepted ones' ids, amounts (the
+    exact text of their Decimal), event times (UTC micros, an int64 array) and values of the
+    optional field asked for (``""`` for none), in input order; the refused ones with what
+    judging them raised."""
+
+    ids: list[str]
+    amounts: list[str]
+    micros: Any
+    values: list[str] | None
+    refused: list[tuple[bytes | str, Exception]]
+
+
+def judge_all(raws: list, field: str | None = None) -> Verdicts:
+    """:func:`judge` of every message in ``raws``, at a fraction of its cost per message.
+
+    Each message is decoded and checked in one loop body, without the calls :func:`judge`
+    makes per message, and its event time is left as the ``timedelta`` since the epoch,
+    turned into microseconds for the whole list in C (pyarrow reads a timedelta's fields
+    directly; Python's ``// 1 µs`` costs as much as the parse). The checks are
+    :func:`judge`'s fast case, only stricter: whatever they do not accept at once — not ASCII,
+    an integer-text amount past the quick digit count, a message the schema refuses, an event
+    time outside the contract's years — is judged by :func:`judge` itself, so the verdicts are
+    its verdicts, message for message. Only the fields asked for are kept: holding each
+    decoded message until the list is done cost more than judging it.
+    """
+    import pyarrow as pa  # with numpy, only for a batched consumer: publishers stay light
+
+    decode, parse, epoch, zero = _DECODER.decode, ciso8601.parse_rfc3339, EPOCH, _ZERO
+    earliest, latest = EARLIEST_EVENT - EPOCH, LATEST_EVENT - EPOCH
+    max_id, max_scale, max_digits = MAX_TRANSACTION_ID_CHARS, MAX_AMOUNT_SCALE, MAX_AMOUNT_DIGITS
+    ids, amounts, deltas, refused = [], [], [], []
+    values = [] if field else None
+    for raw in raws:
+        try:
+            if type(raw) is not bytes or not raw.isascii():
+                raise _Slow
+            message = decode(raw)
+            number = message.amount
+            kind = type(number)
+            if kind is int:
+                number = Decimal(number)
+            elif kind is not Decimal:
+                raise _Slow
+            text = str(number)
+            point = text.find(".")
+            places = 0 if point < 0 else len(text) - point - 1
+            tx_id = message.transaction_id
+            # check_amount's quick case: no exponent in the text means a finite amount whose
+            # digits and places the text shows
+            if not (number > zero and places <= max_scale and "E" not in text
+                    and number.is_finite() and number.adjusted() + places < max_digits
+                    and len(tx_id) <= max_id and tx_id.strip()):
+                raise _Slow
+            delta = parse(message.timestamp) - epoch
+            if not earliest <= delta <= latest:
+                raise _Slow
+        except Exception:
+            try:
+                message, number, micros = judge(raw)
+            except Exception as exc:
+                refused.append((raw, exc))
+                continue
+            text, delta = str(number), timedelta(microseconds=micros)
+        ids.append(message.transaction_id)
+        amounts.append(text)
+        deltas.append(delta)
+        if field:
+            values.append(getattr(message, field) or "")
+    micros = pa.array(deltas, type=pa.duration("us")).to_numpy().view("int64")
+    return Verdicts(ids, amounts, micros, values, refused)
+
+
+class _Slow(Exception):
+    """A message :func:`judge_all` leaves to :func:`judge`."""
+
+
 def _diagnose(raw: bytes | str, error: Exception) -> ContractError:
     """Why the schema refused ``raw``, in the contract's reasons and words.
 
