@@ -321,11 +321,11 @@ def judge_all(raws: list, field: str | None = None) -> Verdicts:
             if not earliest <= delta <= latest:
                 raise _Slow
         except Exception:
-            try:
-                message, number, micros = judge(raw)
-            except Exception as exc:
-                refused.append((raw, exc))
+            verdict = _judged(raw)
+            if type(verdict) is not tuple:
+                refused.append((raw, verdict))
                 continue
+            message, number, micros = verdict
             text, delta = str(number), timedelta(microseconds=micros)
         ids.append(message.transaction_id)
         amounts.append(text)
@@ -334,6 +334,17 @@ def judge_all(raws: list, field: str | None = None) -> Verdicts:
             values.append(getattr(message, field) or "")
     micros = pa.array(deltas, type=pa.duration("us")).to_numpy().view("int64")
     return Verdicts(ids, amounts, micros, values, refused)
+
+
+def _judged(raw: bytes | str) -> tuple[Message, Decimal, int] | Exception:
+    """What :func:`judge` returns, or the exception it raised, bare: held with its traceback
+    and context, each refused message kept the frames of the judging alive for the garbage
+    collector to walk again and again (ten times the cost of judging it)."""
+    try:
+        return judge(raw)
+    except Exception as exc:
+        exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+        return exc
 
 
 class _Slow(Exception):
