@@ -6,9 +6,10 @@ window fires once, ON_TIME, when the input ends. So this route moves transaction
 through Beam's own batch mechanisms, and shares every stage's logic with the element-wise
 route:
 
-- **Parse** judges each message as the element-wise route does (:func:`txpipe.parse.checked`:
-  the same transactions, the same dead letters); valid transactions leave as column chunks,
-  keyed by a hash bucket of their id.
+- **Parse** judges each block of messages at once with :func:`txpipe.contract.judge_all`,
+  whose verdicts are the element-wise route's (:func:`txpipe.parse.checked`: the same
+  transactions, the same dead letters); valid transactions leave as column chunks, keyed by a
+  hash bucket of their id.
 - **Dedupe** is a GroupByKey of the buckets: every copy of an id meets in its bucket, and the
   first delivery is kept. The number of buckets grows with the input (:func:`buckets_for`), so
   a Dataflow backfill spreads over workers instead of piling onto a fixed few.
@@ -198,6 +199,10 @@ def buckets_of(ids: list[str], buckets: int):
     return np.fromiter(map(zlib.crc32, map(str.encode, ids)), np.int64, len(ids)) % buckets
 
 
+#: The types of a message that is its own payload (txpipe.parse.payload).
+_PAYLOADS = frozenset((bytes, str))
+
+
 class ParseBatchFn(beam.DoFn):
     """Blocks of raw messages (lists, or single messages) -> (bucket, encoded Chunk) of valid
     transactions, and dead letters."""
@@ -218,8 +223,8 @@ class ParseBatchFn(beam.DoFn):
 
     def process(self, element) -> Iterator[Any]:
         raws = element if type(element) is list else [element]
-        if not all(type(raw) is bytes for raw in raws):
-            raws = [raw if type(raw) is bytes else payload(raw) for raw in raws]
+        if not _PAYLOADS.issuperset(map(type, raws)):  # a source's messages (PubsubMessage)
+            raws = list(map(payload, raws))
         ids, amounts, micros, dims, refused = judge_all(raws, self._breakdown)
         for raw, exc in refused:  # the contract's verdict, or a bug: a dead letter either way
             reason, dead = rejected(raw, exc)

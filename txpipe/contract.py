@@ -1,9 +1,9 @@
 """The message contract: one Pub/Sub message is one transaction, a UTF-8 JSON object.
 
 This module is the only definition of what a valid message is. The pipeline validates with
-:func:`parse_message` (a batched consumer with :func:`judge`, the same verdict without the
-Transaction); the simulator builds messages with :func:`encode_message`. It imports no Beam,
-so publishers stay light.
+:func:`parse_message` (a batched consumer with :func:`judge_all`, the same verdicts for a
+list of messages without a Transaction each); the simulator builds messages with
+:func:`encode_message`. It imports no Beam, so publishers stay light.
 
 The contract is a declared schema, :class:`Message`, decoded by msgspec in C in one call — any
 spacing, field order, number spelling, fraction of a second, UTC offset, unknown fields. The
