@@ -127,3 +127,28 @@ def test_a_blocks_buckets_are_the_dedupe_buckets():
     for buckets in (1, 7, 12, 1 << 16):
         assert batch.buckets_of(ids, buckets).tolist() == [dedupe.bucket_of(i, buckets)
                                                            for i in ids]
+
+
+def test_a_buckets_first_deliveries_across_its_shuffled_values_and_pieces():
+    """Copies of an id in other pieces of a value, and in other values: the first in arrival
+    order is kept, with its own amount and time, and each id is counted once."""
+    rng = random.Random(11)
+    rows = [(f"id{rng.randrange(400)}", str(rng.randrange(1, 10**6)), rng.randrange(10**15))
+            for _ in range(3000)]
+    values, start = [], 0
+    while start < len(rows):  # values of a few pieces each, pieces of a few rows each
+        pieces = []
+        for _ in range(rng.randrange(1, 4)):
+            end = min(len(rows), start + rng.randrange(1, 300))
+            ids, amounts, micros = zip(*rows[start:end], strict=True) if end > start else ((),) * 3
+            pieces.append(batch.Chunk(list(ids), list(amounts), list(micros)).piece())
+            start = end
+        values.append(batch.packed(pieces))
+    first: dict[str, tuple] = {}
+    for row in rows:
+        first.setdefault(row[0], row)
+    fn = batch.FirstDeliveryFn()
+    (chunk,) = fn.process((0, values))
+    assert list(zip(chunk.ids, chunk.amounts, chunk.micros.tolist(), strict=True)) == list(
+        first.values())
+    assert list(fn.process((1, []))) == []
