@@ -277,7 +277,7 @@ class FirstDeliveryFn(beam.DoFn):
         # its transactions, not a join and a take per shuffled value and a join of them all
         _, encoded = element
         chunk = Chunk.joined([piece for value in encoded for piece in Chunk.pieces(value)])
-        keep = first_deliveries(chunk.ids, set())
+        keep = first_deliveries(chunk.ids)
         self._unique.inc(len(chunk) if keep is None else len(keep))
         if len(chunk):
             yield chunk if keep is None else chunk.take(keep)

@@ -140,15 +140,17 @@ def bucket_of(transaction_id: str, buckets: int) -> int:
     return zlib.crc32(transaction_id.encode()) % buckets
 
 
-def first_deliveries(ids: list[str], seen: set[str]) -> list[int] | None:
+def first_deliveries(ids: list[str], seen: set[str] | None = None) -> list[int] | None:
     """Indexes (in order) of the first copy of each id in ``ids`` that ``seen`` does not hold
-    yet, which then holds them too; None when that is every index."""
+    yet, which then holds them too; None when that is every index. Without ``seen``, no id
+    was seen before (and none is remembered: a set of them all costs a third of the work)."""
     # id -> index of its first copy (later copies are written first, so the first one's index
     # is what stays), minus the ids seen before
     first = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
-    for repeated in first.keys() & seen:
-        del first[repeated]
-    seen.update(first)
+    if seen is not None:
+        for repeated in first.keys() & seen:
+            del first[repeated]
+        seen.update(first)
     return None if len(first) == len(ids) else sorted(first.values())
 
 
