@@ -206,6 +206,26 @@ def test_the_demo_reads_its_alerts_from_the_anomaly_table_it_writes(tmp_path):
     assert [(r["metric"], r["score"]) for r in found] == [("total_transactions", 40.0)]
 
 
+def test_the_demos_warehouse_reads_are_empty_until_written_then_exact(tmp_path):
+    """Before the pipeline writes (no file, then no tables) every read is empty; then each
+    reads its own table: the stored panes, the dead letters' count."""
+    from txpipe.config import load_settings
+    from txpipe.lab.demo import count_dead_letters, read_anomalies, read_totals, read_windows
+
+    path = str(tmp_path / "w.duckdb")
+    settings = load_settings(bigquery_table_id="win", bigquery_dead_letter_table_id="dead")
+    reads = (read_windows, read_totals, read_anomalies, count_dead_letters)
+    assert [read(path, settings) for read in reads] == [[], {}, [], 0]
+    duckdb.connect(path).close()
+    assert [read(path, settings) for read in reads] == [[], {}, [], 0]
+    con = duckdb.connect(path)
+    con.execute("CREATE TABLE dead AS SELECT range AS n FROM range(3)")
+    con.execute("CREATE TABLE win AS SELECT range AS pane_index FROM range(2)")
+    con.close()
+    assert count_dead_letters(path, settings) == 3
+    assert sorted(r["pane_index"] for r in read_windows(path, settings)) == [0, 1]
+
+
 def test_anomalies_reach_bigquery_with_the_schema_and_the_view(bigquery_emulator):
     from txpipe.lab.local_bigquery import emulator_clients
     from txpipe.resources import bigquery_client, bigquery_steps, run_steps

@@ -17,7 +17,7 @@ from conftest import unique_settings
 
 from simulator import Truth
 from txpipe import money
-from txpipe.lab.demo import DemoConfig, read_totals, read_warehouse, run_live
+from txpipe.lab.demo import DemoConfig, count_dead_letters, read_totals, read_windows, run_live
 from txpipe.lab.local import PubSubEmulator, free_port, pid_alive
 from txpipe.resources import ensure_pubsub
 from txpipe.sinks.duckdb import connect
@@ -38,7 +38,7 @@ def test_warehouse_equals_the_truth_manifest(pubsub_emulator, tmp_path):
     truth = Truth.from_json(manifest)
     assert truth.duplicates > 0 and truth.late > 0 and sum(truth.malformed.values()) >= 6
 
-    rows, dead = read_warehouse(warehouse, settings)
+    rows, dead = read_windows(warehouse, settings), count_dead_letters(warehouse, settings)
     got = read_totals(warehouse, settings)
     kept = {w.start: w for w in outcome.kept.windows}
     assert set(got) == {start for start, w in kept.items() if w.count}

@@ -33,7 +33,7 @@ from google.cloud import pubsub_v1
 from simulator import SimulationConfig, TruthBuilder, publish
 from txpipe.contract import ATTR_EVENT_TS, encode_message
 from txpipe.lab import live
-from txpipe.lab.demo import read_totals, read_warehouse
+from txpipe.lab.demo import count_dead_letters, read_totals, read_windows
 from txpipe.lab.direct_pubsub import LocalStreaming
 from txpipe.pipeline import build_pipeline
 from txpipe.sinks.duckdb import DuckDBSink
@@ -127,7 +127,7 @@ def test_a_poison_timestamp_attribute_blocks_nothing(pubsub_emulator, tmp_path, 
         count, total = expected.get(start, (0, Decimal(0)))
         expected[start] = (count + 1, total + amount)
     assert _windows(warehouse, settings) == expected
-    assert read_warehouse(warehouse, settings)[1] == 0  # no dead letters
+    assert count_dead_letters(warehouse, settings) == 0  # no dead letters
     assert pull_all(settings.subscription_path, expected=0, timeout=10) == {}  # all acknowledged
     warnings = [r for r in caplog.records if "event_ts" in r.getMessage()]
     assert len(warnings) == 1  # said once, not once per message or per pull
@@ -248,7 +248,7 @@ def test_a_stopped_run_drains_every_pulled_transaction_into_the_warehouse(
     assert int(counts["pulled"]) == int(counts["read"]) == len(pulled)
     assert _windows(warehouse, settings) == _truth(pulled)
     malformed = sum(1 for m in pulled if m.kind.value == "malformed")
-    assert int(counts["dead_lettered"]) == read_warehouse(warehouse, settings)[1] == malformed
+    assert int(counts["dead_lettered"]) == count_dead_letters(warehouse, settings) == malformed
 
 
 @pytest.mark.subprocess
@@ -284,5 +284,5 @@ def test_early_panes_with_short_windows_drain_to_the_end(pubsub_emulator, tmp_pa
     publish(cfg, settings.topic_path, truth=record)
     assert handle.finish(120), "the drain did not end"
     assert _windows(warehouse, settings) == _truth(record.messages)
-    timings = {r["pane_timing"] for r in read_warehouse(warehouse, settings)[0]}
+    timings = {r["pane_timing"] for r in read_windows(warehouse, settings)}
     assert "EARLY" in timings  # early panes were written live

@@ -349,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         build_parser().print_help()
         return 0
-    gc.disable()  # until the graph is built (txpipe.runners.execute)
+    # Start-up (Beam's import above all) makes some 200,000 objects that live as long as the
+    # run: the garbage collector, scanning them again and again, took a third of a second of a
+    # short replay. So it waits until they are made, then they are frozen out of its sight
+    # (in _main, before the graph is built); unfrozen at the end, for a caller that goes on.
+    gc.disable()
     try:
         return _main(argv)
     finally:
@@ -374,6 +378,8 @@ def _main(argv: list[str]) -> int:
         from txpipe.anomaly import AnomalySpec  # Beam's anomaly package: only when detecting
 
         log.info("anomaly detection: %s", AnomalySpec.from_settings(run.settings).describe())
+    gc.freeze()  # start-up's objects, out of the collector's sight (main)
+    gc.enable()
     try:
         outcome = runners.execute(run, options)
     except KeyboardInterrupt:  # before the pipeline started

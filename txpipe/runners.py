@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import gc
 import logging
 import signal
 import sys
@@ -178,16 +177,6 @@ class StopSignals:
 
 # --- running it -----------------------------------------------------------------------------
 
-def _start_collecting() -> None:
-    """Start-up makes some 200,000 objects that live as long as the run (Beam's modules, the
-    graph): the garbage collector, scanning them again and again, took a third of a second of a
-    short replay. So it is paused until the graph is built, and then they are frozen out of its
-    sight (txpipe.cli.main, which paused it, unfreezes them at the end, for a caller that goes on)."""
-    gc.freeze()
-    gc.enable()
-
-
-
 @dataclass
 class RunOutcome:
     """How a run ended: ``done`` (finished by itself), ``drained`` (Ctrl+C or SIGTERM on a
@@ -213,7 +202,6 @@ def execute(run: Any, options: PipelineOptions | None = None) -> RunOutcome:
                        dead_letter_topic=run.dead_letter_topic, route=run.route,
                        dedupe=adapter.dedupe(run.settings.dedupe_horizon_seconds)
                        if adapter else None)
-        _start_collecting()
         if run.streaming and dataflow.is_dataflow(runner):
             return RunOutcome(pipeline.run())  # runs until drained; waiting: cancel on Ctrl-C
         with local_bigquery(run.sink_name == "bigquery", runner):

@@ -220,54 +220,49 @@ def latency(delays: Sequence[float]) -> tuple[float, float, float, int] | None:
 # --- the warehouse ----------------------------------------------------------------------------
 
 
-def read_warehouse(path: str, settings, columns: str = "*") -> tuple[list[dict], int]:
-    """(window rows, dead-letter count); empty when the pipeline has not written yet."""
+def _query(path: str, sql: str) -> list[dict]:
+    """The rows of ``sql`` on the warehouse at ``path``; none while there is nothing to read:
+    no file yet, no such table yet, or the pipeline's writer holding the file this instant
+    (the next look gets them)."""
     import duckdb
 
     from txpipe.sinks.duckdb import connect
 
     if not Path(path).exists():
-        return [], 0
-    con = connect(path)
+        return []
     try:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        rows: list[dict] = []
-        dead = 0
-        if settings.bigquery_table_id in tables:
-            cursor = con.execute(f'SELECT {columns} FROM "{settings.bigquery_table_id}"')
-            names = [d[0] for d in cursor.description]
-            rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-        if settings.bigquery_dead_letter_table_id in tables:
-            dead = con.execute(
-                f'SELECT count(*) FROM "{settings.bigquery_dead_letter_table_id}"').fetchone()[0]
-        return rows, int(dead)
-    except duckdb.Error:
-        return [], 0
+        con = connect(path)
+    except duckdb.IOException:  # held by the writer
+        return []
+    try:
+        cursor = con.execute(sql)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    except duckdb.CatalogException:  # not written yet
+        return []
     finally:
         con.close()
+
+
+def read_windows(path: str, settings, columns: str = "*") -> list[dict]:
+    """The window table's rows, as stored (every pane, every run)."""
+    return _query(path, f'SELECT {columns} FROM "{settings.bigquery_table_id}"')
+
+
+def count_dead_letters(path: str, settings) -> int:
+    """How many dead letters the warehouse holds."""
+    rows = _query(path, f'SELECT count(*) AS n FROM "{settings.bigquery_dead_letter_table_id}"')
+    return int(rows[0]["n"]) if rows else 0
 
 
 def read_totals(path: str, settings) -> dict[datetime, dict]:
     """Window start -> the warehouse's totals of that window (schema's totals view: each
     stored pane once, a run's last pane when panes accumulate, every pane when they discard),
     with its average; empty when the pipeline has not written yet."""
-    import duckdb
-
     from txpipe import money
     from txpipe.schema import WINDOW_STATS
-    from txpipe.sinks.duckdb import connect
 
-    if not Path(path).exists():
-        return {}
-    con = connect(path)
-    try:
-        cursor = con.execute(WINDOW_STATS.totals_sql(f'"{settings.bigquery_table_id}"'))
-        names = [d[0] for d in cursor.description]
-        rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-    except duckdb.CatalogException:  # no table yet
-        return {}
-    finally:
-        con.close()
+    rows = _query(path, WINDOW_STATS.totals_sql(f'"{settings.bigquery_table_id}"'))
     for row in rows:
         row["avg_transaction_amount"] = money.average(row["total_amount_sum"],
                                                       row["total_transactions"])
@@ -276,25 +271,8 @@ def read_totals(path: str, settings) -> dict[datetime, dict]:
 
 def read_anomalies(path: str, settings) -> list[dict]:
     """The anomaly table's rows, oldest window first; empty before the first one."""
-    import duckdb
-
-    from txpipe.sinks.duckdb import connect
-
-    if not Path(path).exists():
-        return []
-    try:  # the pipeline's writer may hold the file this instant: the next look gets them
-        con = connect(path)
-    except duckdb.Error:
-        return []
-    try:
-        cursor = con.execute(f'SELECT * FROM "{settings.bigquery_anomaly_table_id}" '
-                             "ORDER BY window_start_time, dimension NULLS FIRST, metric")
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-    except duckdb.Error:  # no anomaly table yet
-        return []
-    finally:
-        con.close()
+    return _query(path, f'SELECT * FROM "{settings.bigquery_anomaly_table_id}" '
+                        "ORDER BY window_start_time, dimension NULLS FIRST, metric")
 
 
 class Alerts:
@@ -391,8 +369,8 @@ class Arrivals:
             self.look()
 
     def look(self) -> None:
-        rows, _ = read_warehouse(self.warehouse, self.settings,
-                                 columns="DISTINCT window_start_time, window_end_time")
+        rows = read_windows(self.warehouse, self.settings,
+                            columns="DISTINCT window_start_time, window_end_time")
         now = time.time()
         for row in rows:
             self.first_seen.setdefault(row["window_start_time"], (row["window_end_time"], now))
@@ -517,7 +495,7 @@ def run_live(cfg: DemoConfig, settings, emulator_host: str, warehouse: str,
     rule = expiry(spec)
     dropped = {b.transaction_id for b in handle.session.behind() if rule(b.event, b.watermark)}
     conservation = reconcile(expect, read_totals(warehouse, settings),
-                             read_warehouse(warehouse, settings)[1], dropped)
+                             count_dead_letters(warehouse, settings), dropped)
     return RunResult(conservation, "live", stats.summary(), time.monotonic() - started,
                      expect.published.build(sim), expect.kept(dropped).build(sim), stats,
                      arrivals.latencies(), caught_up_after, cancelled, _read_counts(handle))
@@ -571,7 +549,7 @@ def run_in_process(cfg: DemoConfig, settings, warehouse: str,
     result = pipeline.run()
     result.wait_until_finish()
     conservation = reconcile(expect, read_totals(warehouse, settings),
-                             read_warehouse(warehouse, settings)[1])
+                             count_dead_letters(warehouse, settings))
     summary = f"generated {len(messages):,} messages in-process"
     return RunResult(conservation, "in-process", summary, time.monotonic() - begun,
                      expect.published.build(sim), expect.kept().build(sim))

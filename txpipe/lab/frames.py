@@ -19,6 +19,7 @@ import pandas as pd
 
 from txpipe import metrics, money
 from txpipe.contract import UTC, Reason
+from txpipe.schema import WINDOW_STATS
 
 #: The fixed start of every notebook stream: seeded data plus a fixed clock = same outputs.
 NOTEBOOK_START = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -172,14 +173,24 @@ def recount(frame: pd.DataFrame, window_seconds: int) -> pd.DataFrame:
 def window_table(rows: pd.DataFrame | Sequence[dict]) -> pd.DataFrame:
     """Window rows of one run (a DataFrame from ``ib.collect`` or a list of dicts), panes
     accumulating -> the final pane of each window, indexed by window start, with the
-    statistics and the pane that carried them: what the warehouse's views read as final
-    (``schema.Table.stored_panes_sql``), for rows still in the notebook. ``processed_at``
-    (wall clock) is left out."""
+    statistics and the pane that carried them. Which pane is final is the warehouse's own rule
+    (``schema.Table.stored_panes_sql``), run by DuckDB over the rows' keys, so rows still in the
+    notebook read as the warehouse reads them. ``processed_at`` (wall clock) is left out."""
+    import duckdb
+
     df = pd.DataFrame(list(rows)) if not isinstance(rows, pd.DataFrame) else rows.copy()
     df["window_start_time"] = pd.to_datetime(df["window_start_time"], utc=True)
     df["window_end_time"] = pd.to_datetime(df["window_end_time"], utc=True)
-    df = df.sort_values(["window_start_time", "pane_index"])
-    final = df.groupby("window_start_time", sort=True).tail(1).set_index("window_start_time")
+    keys = df[["window_start_time", "window_end_time", "pane_index"]].assign(
+        run_id=df.get("run_id", ""),
+        processed_at=df.get("processed_at"),
+        row=range(len(df)))
+    with duckdb.connect() as con:
+        con.register("panes", keys)
+        final = [r for (r,) in con.execute(
+            f"SELECT row FROM ({WINDOW_STATS.stored_panes_sql('panes')}) "
+            "WHERE pane_index = last_pane").fetchall()]
+    final = df.iloc[sorted(final)].sort_values("window_start_time").set_index("window_start_time")
     final["total_transactions"] = final["total_transactions"].astype(int)
     return final[["window_end_time", *STAT_COLUMNS, "pane_timing", "pane_index"]]
 
