@@ -6,13 +6,26 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import timedelta
 from decimal import Decimal
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from recount import BASE, Tx, bad_records, spell_message
 
-from txpipe.contract import ContractError, judge, judge_all
+from txpipe.contract import (
+    _DECODER,
+    MAX_AMOUNT_DIGITS,
+    MAX_AMOUNT_SCALE,
+    MAX_TRANSACTION_ID_CHARS,
+    ContractError,
+    _at_once,
+    check_amount,
+    event_micros,
+    judge,
+    judge_all,
+)
 
 FIELD = "category"
 
@@ -105,3 +118,32 @@ def test_any_spelling_gets_judges_verdict(rows):
         raw = (body + "}").encode()
         raws.append(raw.decode() if as_text else raw)
     assert verdicts(raws) == expected(raws)
+
+
+#: Amounts at the common case's edges: places and digits one short of, at and one past the limits.
+_EDGE_AMOUNTS = st.builds(
+    lambda whole, frac: f"{whole}.{frac}" if frac else str(whole),
+    st.one_of(st.integers(0, 99), st.integers(10**(MAX_AMOUNT_DIGITS - 4), 10**MAX_AMOUNT_DIGITS)),
+    st.one_of(st.just(""), st.text("0123456789", min_size=1, max_size=3),
+              st.text("0123456789", min_size=MAX_AMOUNT_SCALE - 1, max_size=MAX_AMOUNT_SCALE + 1)))
+
+
+@given(_IDS.map(json.dumps), st.one_of(_AMOUNTS, _EDGE_AMOUNTS), _TIMESTAMPS)
+@settings(max_examples=1000, deadline=None)
+def test_the_common_case_accepts_only_what_the_rules_one_by_one_accept(tx_id, amount, timestamp):
+    """judge and judge_all both take the common case (``_at_once``) first: whatever it accepts,
+    the contract's rules one by one (``check_amount``, ``event_micros``, the id's) accept too,
+    with the same amount, text and instant."""
+    raw = f'{{"transaction_id": {tx_id}, "amount": {amount}, "timestamp": {timestamp}}}'
+    try:
+        message = _DECODER.decode(raw.encode())
+    except msgspec.DecodeError:
+        return
+    plain = _at_once(message)
+    if plain is None:
+        return
+    number, text, delta = plain
+    assert type(message.amount) in (int, Decimal)
+    assert check_amount(Decimal(message.amount)) == number and str(number) == text
+    assert event_micros(message.timestamp) == delta // timedelta(microseconds=1)
+    assert message.transaction_id.strip() and len(message.transaction_id) <= MAX_TRANSACTION_ID_CHARS

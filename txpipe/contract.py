@@ -58,8 +58,8 @@ _US = timedelta(microseconds=1)
 _ZERO = Decimal(0)
 _MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - EPOCH) // _US
 _MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - EPOCH) // _US
-_EARLIEST_MICROS = (EARLIEST_EVENT - EPOCH) // _US
-_LATEST_MICROS = (LATEST_EVENT - EPOCH) // _US
+_EARLIEST_DELTA, _LATEST_DELTA = EARLIEST_EVENT - EPOCH, LATEST_EVENT - EPOCH
+_EARLIEST_MICROS, _LATEST_MICROS = _EARLIEST_DELTA // _US, _LATEST_DELTA // _US
 
 
 class Reason(str, Enum):
@@ -242,6 +242,9 @@ def judge(raw: bytes | str) -> tuple[Message, Decimal, int]:
         message = _DECODER.decode(raw)
     except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError is a DecodeError
         raise _diagnose(raw, exc) from None
+    plain = _at_once(message)
+    if plain is not None:
+        return message, plain[0], plain[2] // _US
     number = message.amount
     if number is None:
         raise ContractError(Reason.MISSING_FIELD, "required field 'amount' is missing")
@@ -277,56 +280,40 @@ class Verdicts(NamedTuple):
 
 
 def judge_all(raws: list, field: str | None = None) -> Verdicts:
-    """:func:`judge` of every message in ``raws``, at a fraction of its cost per message.
+    """:func:`judge` of every message in ``raws``, for less than its cost per message.
 
-    Each message is decoded and checked in one loop body, without the calls :func:`judge`
-    makes per message, and its event time is left as the ``timedelta`` since the epoch,
-    turned into microseconds for the whole list in C (pyarrow reads a timedelta's fields
-    directly; Python's ``// 1 µs`` costs as much as the parse). The checks are
-    :func:`judge`'s fast case, only stricter: whatever they do not accept at once — not ASCII,
-    an integer-text amount past the quick digit count, a message the schema refuses, an event
-    time outside the contract's years — is judged by :func:`judge` itself, so the verdicts are
-    its verdicts, message for message. Only the fields asked for are kept: holding each
-    decoded message until the list is done cost more than judging it.
+    Each message takes the contract's common case (:func:`_at_once`, which :func:`judge` takes
+    first too) in one loop, keeping only the fields asked for (holding each decoded message
+    until the list is done cost more than judging it); its event time is left as the
+    ``timedelta`` since the epoch, turned into microseconds for the whole list in C (pyarrow
+    reads a timedelta's fields directly; Python's ``// 1 µs`` costs as much as the parse).
+    Whatever the common case does not take — not ASCII, not what the schema decodes, any rule
+    that needs a closer look — is judged by :func:`judge` itself: the verdicts are its
+    verdicts, message for message.
     """
     import pyarrow as pa  # with numpy, only for a batched consumer: publishers stay light
 
-    decode, parse, epoch, zero = _DECODER.decode, ciso8601.parse_rfc3339, EPOCH, _ZERO
-    earliest, latest = EARLIEST_EVENT - EPOCH, LATEST_EVENT - EPOCH
-    max_id, max_scale, max_digits = MAX_TRANSACTION_ID_CHARS, MAX_AMOUNT_SCALE, MAX_AMOUNT_DIGITS
+    decode, at_once = _DECODER.decode, _at_once
     ids, amounts, deltas, refused = [], [], [], []
     values = [] if field else None
     for raw in raws:
-        try:
-            if type(raw) is not bytes or not raw.isascii():
-                raise _Slow
-            message = decode(raw)
-            number = message.amount
-            kind = type(number)
-            if kind is int:
-                number = Decimal(number)
-            elif kind is not Decimal:
-                raise _Slow
-            text = str(number)
-            point = text.find(".")
-            places = 0 if point < 0 else len(text) - point - 1
-            tx_id = message.transaction_id
-            # check_amount's quick case: no exponent in the text means a finite amount whose
-            # digits and places the text shows
-            if not (number > zero and places <= max_scale and "E" not in text
-                    and number.is_finite() and number.adjusted() + places < max_digits
-                    and len(tx_id) <= max_id and tx_id.strip()):
-                raise _Slow
-            delta = parse(message.timestamp) - epoch
-            if not earliest <= delta <= latest:
-                raise _Slow
-        except Exception:
+        plain = None
+        if type(raw) is bytes and raw.isascii():
+            try:
+                message = decode(raw)
+            except (msgspec.DecodeError, RecursionError):
+                pass  # judge says why
+            else:
+                plain = at_once(message)
+        if plain is None:
             verdict = _judged(raw)
             if type(verdict) is not tuple:
                 refused.append((raw, verdict))
                 continue
             message, number, micros = verdict
             text, delta = str(number), timedelta(microseconds=micros)
+        else:
+            _, text, delta = plain
         ids.append(message.transaction_id)
         amounts.append(text)
         deltas.append(delta)
@@ -334,6 +321,33 @@ def judge_all(raws: list, field: str | None = None) -> Verdicts:
             values.append(getattr(message, field) or "")
     micros = pa.array(deltas, type=pa.duration("us")).to_numpy().view("int64")
     return Verdicts(ids, amounts, micros, values, refused)
+
+
+def _at_once(message: Message) -> tuple[Decimal, str, timedelta] | None:
+    """The contract's common case, accepted in one look: an amount written plainly (an integer,
+    or a fraction with no exponent) within its places and digits, an id within its length, an
+    event time within the contract's years — the amount, its text and the event time since
+    the epoch. None when any rule needs :func:`judge`'s closer look, which names the reason or
+    accepts what this look leaves (an exponent, say)."""
+    number = message.amount
+    kind = type(number)
+    if kind is int:  # an integer literal; one with a fraction or exponent is a Decimal already
+        number = Decimal(number)
+    elif kind is not Decimal:
+        return None
+    text = str(number)  # plain form (no "E"): the digits and places as the text shows them
+    point = text.find(".")
+    places = 0 if point < 0 else len(text) - point - 1
+    tx_id = message.transaction_id
+    if not (number > _ZERO and places <= MAX_AMOUNT_SCALE and "E" not in text
+            and number.is_finite() and number.adjusted() + places < MAX_AMOUNT_DIGITS
+            and len(tx_id) <= MAX_TRANSACTION_ID_CHARS and tx_id.strip()):
+        return None
+    try:
+        delta = ciso8601.parse_rfc3339(message.timestamp) - EPOCH
+    except (ValueError, OverflowError):
+        return None
+    return (number, text, delta) if _EARLIEST_DELTA <= delta <= _LATEST_DELTA else None
 
 
 def _judged(raw: bytes | str) -> tuple[Message, Decimal, int] | Exception:
@@ -345,10 +359,6 @@ def _judged(raw: bytes | str) -> tuple[Message, Decimal, int] | Exception:
     except Exception as exc:
         exc.__traceback__ = exc.__context__ = exc.__cause__ = None
         return exc
-
-
-class _Slow(Exception):
-    """A message :func:`judge_all` leaves to :func:`judge`."""
 
 
 def _diagnose(raw: bytes | str, error: Exception) -> ContractError:
