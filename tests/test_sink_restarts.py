@@ -166,23 +166,25 @@ def test_a_replay_into_json_lines_writes_one_file_per_table_that_a_rerun_replace
 def test_json_lines_parts_of_several_bundles_join_into_the_one_file(tmp_path):
     """Each bundle writes a part; the parts become the one file, in full, and are gone — and
     so are parts no bundle of this attempt wrote."""
+    from txpipe.schema import Column, Kind, Table
     from txpipe.sinks.jsonl import _JoinPartsFn, _WritePartsFn
 
     path = str(tmp_path / "w-run-00000-of-00001.jsonl")
-    writer, parts = _WritePartsFn(path), []
+    table = Table((Column("id", Kind.STRING, True, "a row's id"),))
+    writer, parts = _WritePartsFn(path, table), []
     for bundle in (["a", "b"], [], ["c"]):
         writer.start_bundle()
-        for line in bundle:
-            writer.process(line)
+        for name in bundle:
+            writer.process({"id": name})
         parts += [part.value for part in writer.finish_bundle()]
     assert len(parts) == 2  # an empty bundle writes no part
     # what a crashed attempt of the same run (or a retried bundle) left behind
     writer.start_bundle()
-    writer.process("from a crashed attempt")
+    writer.process({"id": "from a crashed attempt"})
     writer._file.close()
     _JoinPartsFn(path).process(None, parts)
-    assert sorted((tmp_path / "w-run-00000-of-00001.jsonl").read_text().splitlines()) == [
-        "a", "b", "c"]
+    lines = (tmp_path / "w-run-00000-of-00001.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines) == ["a", "b", "c"]
     assert os.listdir(tmp_path) == ["w-run-00000-of-00001.jsonl"]
 
 

@@ -41,7 +41,7 @@ import zstandard
 from apache_beam.coders import Coder, registry
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
-from apache_beam.transforms.window import GlobalWindow, IntervalWindow
+from apache_beam.transforms.window import IntervalWindow
 from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
@@ -56,7 +56,7 @@ from txpipe.aggregate import (
 from txpipe.contract import from_micros, judge_all
 from txpipe.dedupe import first_deliveries
 from txpipe.parse import DEAD_LETTERS, payload, rejected
-from txpipe.windowing import WindowAssigner, WindowSpec
+from txpipe.windowing import WindowAssigner, WindowSpec, in_global_window
 
 #: Valid transactions a Parse holds before it sends them on, over all its buckets' chunks:
 #: big enough that per-chunk costs vanish, small enough to keep a bundle's memory bounded.
@@ -255,8 +255,7 @@ class ParseBatchFn(beam.DoFn):
     def finish_bundle(self):
         pieces, self._pieces, self._held = self._pieces, {}, Counter()
         for bucket, bucket_pieces in pieces.items():
-            yield WindowedValue((bucket, packed(bucket_pieces)), Timestamp(micros=0),
-                                (GlobalWindow(),))
+            yield in_global_window((bucket, packed(bucket_pieces)))
         dead, self._dead = self._dead, Counter()
         self._counters.flush(self._valid, dead)
         self._valid = 0
@@ -324,7 +323,7 @@ class CutWindowsFn(beam.DoFn):
                 part = parts.get(part_key)
                 parts[part_key] = list(acc) if part is None else merge([part, acc])
         for key, acc in parts.items():
-            yield WindowedValue((key, acc), Timestamp(micros=0), (GlobalWindow(),))
+            yield in_global_window((key, acc))
 
     def process(self, chunk: Chunk) -> Iterator[tuple[tuple, list]]:
         if not len(chunk):

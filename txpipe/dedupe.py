@@ -35,7 +35,7 @@ from apache_beam.utils.windowed_value import create as windowed_value
 
 from txpipe import metrics
 from txpipe.contract import Transaction, from_micros
-from txpipe.windowing import GLOBAL
+from txpipe.windowing import GLOBAL, in_global_window
 
 
 class CountUniqueFn(beam.DoFn):
@@ -177,7 +177,7 @@ class BucketByIdFn(beam.DoFn):
     def finish_bundle(self):
         lists, self._lists = self._lists, {}
         for bucket, found in lists.items():
-            yield windowed_value((bucket, found), 0, GLOBAL)
+            yield in_global_window((bucket, found))
 
 
 class FirstOfBucketFn(beam.DoFn):

@@ -18,12 +18,20 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 from apache_beam.utils.windowed_value import create as windowed
 
 from txpipe.config import Accumulation, Settings, WindowType
 
 #: The windows of a message as a source emits it, and of a transaction until Window.
 GLOBAL = (window.GlobalWindow(),)
+_GLOBAL_END = window.GlobalWindow().max_timestamp().micros
+
+
+def in_global_window(value) -> WindowedValue:
+    """``value`` as a DoFn's ``finish_bundle`` must emit it (a WindowedValue): in the global
+    window, stamped at its end, as Beam stamps what a bundle's end emits."""
+    return windowed(value, _GLOBAL_END, GLOBAL)
 
 
 @dataclass(frozen=True)

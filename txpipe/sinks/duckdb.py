@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.transforms import window
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from txpipe import schema
 from txpipe.schema import Table, TableNames
 from txpipe.sinks.identity import RunIdentity
+from txpipe.windowing import in_global_window
 
 # duckdb (0.12 s to import) is imported where a file is opened: the lab's local read loads this
 # module for its count of uncommitted rows, whatever the sink.
@@ -289,8 +289,7 @@ class _PackRowsFn(beam.DoFn):
         with pa.ipc.new_stream(out, table.schema,
                                options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
             writer.write_table(table)
-        return WindowedValue(out.getvalue().to_pybytes(), GlobalWindow().max_timestamp(),
-                             (GlobalWindow(),))
+        return in_global_window(out.getvalue().to_pybytes())
 
 
 class WriteDuckDB(beam.PTransform):

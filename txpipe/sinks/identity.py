@@ -38,14 +38,12 @@ import zstandard
 from apache_beam.coders import VarIntCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.typehints import KV
-from apache_beam.utils.windowed_value import WindowedValue
 
 from txpipe.contract import from_micros, to_micros
 from txpipe.parse import stamped
 from txpipe.sources import FileSource, MessagesSource
-from txpipe.windowing import WindowSpec
+from txpipe.windowing import WindowSpec, in_global_window
 
 #: Bumped if what goes into a derived run id changes, so old and new ids never collide.
 _DERIVATION = "txpipe-run-v1"
@@ -193,7 +191,7 @@ class _PackCopiesFn(beam.DoFn):
         for bucket, copies in held.items():
             packed = zstandard.ZstdCompressor(level=1).compress(
                 pickle.dumps(copies, pickle.HIGHEST_PROTOCOL))
-            yield WindowedValue((bucket, packed), GlobalWindow().max_timestamp(), (GlobalWindow(),))
+            yield in_global_window((bucket, packed))
 
 
 def _number_copies(element, run_id: str):

@@ -19,11 +19,10 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
 from txpipe.schema import ANOMALIES, DEAD_LETTERS, DIMENSION_STATS, WINDOW_STATS, Table
 from txpipe.sinks.identity import RunIdentity
+from txpipe.windowing import in_global_window
 
 
 class WriteJsonl(beam.PTransform):
@@ -70,8 +69,7 @@ class _WritePartsFn(beam.DoFn):
     """Each bundle's rows, stamped and as JSON, -> a part file beside ``path``; yields the
     part's name, in the global window whatever the rows' windows."""
 
-    def __init__(self, path: str, table: Table | None = None,
-                 stamp: Callable[[dict], dict] | None = None):
+    def __init__(self, path: str, table: Table, stamp: Callable[[dict], dict] | None = None):
         self.path, self.table, self.stamp = path, table, stamp
 
     def start_bundle(self):
@@ -83,13 +81,12 @@ class _WritePartsFn(beam.DoFn):
             self._file = FileSystems.create(self._part)
         if self.stamp is not None:
             row = self.stamp(row)
-        line = row if self.table is None else self.table.to_jsonl(row)
-        self._file.write(line.encode("utf-8") + b"\n")
+        self._file.write(self.table.to_jsonl(row).encode("utf-8") + b"\n")
 
     def finish_bundle(self):
         if self._file is not None:
             self._file.close()
-            yield WindowedValue(self._part, GlobalWindow().max_timestamp(), [GlobalWindow()])
+            yield in_global_window(self._part)
 
 
 class _JoinPartsFn(beam.DoFn):
