@@ -44,8 +44,9 @@ def stamped(row: dict) -> TimestampedValue:
 
 
 def checked(raw) -> tuple[Transaction | None, Reason | None, TimestampedValue | None]:
-    """One message -> ``(transaction, None, None)``, or ``(None, reason, dead letter)``: the
-    one place a message is judged, for both routes — a bug included, nothing is lost."""
+    """One message -> ``(transaction, None, None)``, or ``(None, reason, dead letter)``, a bug
+    included: nothing is lost. The batched route judges whole blocks (``contract.judge_all``,
+    the same verdicts) and makes its dead letters with :func:`rejected`, as here."""
     raw = payload(raw)
     try:
         return parse_message(raw), None, None
