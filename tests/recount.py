@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 import pandas as pd
+from hypothesis import strategies as st
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BASE = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -333,3 +334,15 @@ def reasons(records: list[tuple[bytes, str]]) -> Counter:
 def at(seconds: float) -> datetime:
     """BASE + seconds, exact to the microsecond."""
     return BASE + timedelta(microseconds=round(seconds * 1_000_000))
+
+
+#: JSON numbers as producers spell them: integers past any limit, floats' shortest text,
+#: exponents either case, fractions of any length (each test adds its own odd values).
+NUMBER_SPELLINGS = st.one_of(
+    st.integers(-10**30, 10**30).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.builds(lambda digits, exponent, e: f"{digits}{e}{exponent}",
+              st.integers(-10**18, 10**18), st.integers(-400, 400), st.sampled_from("eE")),
+    st.builds(lambda whole, frac: f"{whole}.{frac}", st.integers(-10**9, 10**16),
+              st.text("0123456789", min_size=1, max_size=20)),
+)

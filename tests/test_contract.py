@@ -16,7 +16,7 @@ from apache_beam.transforms import window
 from collect import Outputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from recount import BASE, Tx, bad_records, expected_payload, spell_message
+from recount import BASE, NUMBER_SPELLINGS, Tx, bad_records, expected_payload, spell_message
 
 from txpipe import metrics
 from txpipe.contract import (
@@ -267,13 +267,7 @@ def test_the_amount_check_is_the_contracts_rule(amount):
 
 
 _JSON_VALUES = st.one_of(
-    st.none(), st.booleans(), st.text(max_size=6).map(json.dumps),
-    st.integers(-10**30, 10**30).map(str),
-    st.floats(allow_nan=False, allow_infinity=False).map(repr),
-    st.builds(lambda digits, exponent, e: f"{digits}{e}{exponent}",
-              st.integers(-10**18, 10**18), st.integers(-400, 400), st.sampled_from("eE")),
-    st.builds(lambda whole, frac: f"{whole}.{frac}", st.integers(-10**9, 10**9),
-              st.text("0123456789", min_size=1, max_size=20)),
+    st.none(), st.booleans(), st.text(max_size=6).map(json.dumps), NUMBER_SPELLINGS,
     st.sampled_from(["[1]", "{}", '{"a": 1.5}', "[]", '"12.5"', "-0", "0.0", "1e-9", "1E+2"]),
 ).map(lambda v: "null" if v is None else ("true" if v is True else
                                            ("false" if v is False else v)))
