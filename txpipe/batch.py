@@ -239,8 +239,7 @@ class ParseBatchFn(beam.DoFn):
         pieces once they hold a chunk's worth."""
         buckets = buckets_of(block.ids, self._buckets)
         order, starts = _runs([buckets])
-        columns = [_ordered(column, order) if i != 2 else np.asarray(column, np.int64)[order]
-                   for i, column in enumerate(block.columns())]  # micros: an array
+        columns = [_ordered(column, order) for column in block.columns()]
         ends = [*starts[1:].tolist(), len(order)]
         pieces, held = self._pieces, self._held
         for first, end in zip(starts.tolist(), ends, strict=True):
@@ -365,8 +364,11 @@ class CutWindowsFn(beam.DoFn):
                        strict=True)
 
 
-def _ordered(values: list, order) -> list:
-    # a comprehension, not an object array: numpy probes each Decimal for the array protocol
+def _ordered(values, order):
+    """``values`` in ``order``: an array (the micros) as an array; a list by a comprehension,
+    not an object array, as numpy probes each Decimal for the array protocol."""
+    if isinstance(values, np.ndarray):
+        return values[order]
     return [values[i] for i in order.tolist()]
 
 
