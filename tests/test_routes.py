@@ -89,19 +89,24 @@ def test_dedupe_buckets_grow_with_the_input(estimate, buckets):
 
 def test_the_window_assigner_asks_the_window_fn():
     from apache_beam.transforms import window
-    from apache_beam.utils.timestamp import Timestamp
+    from apache_beam.utils.timestamp import Duration, Timestamp
 
     rng = random.Random(4)
     for window_fn in (window.FixedWindows(30), window.FixedWindows(7, offset=3),
-                      window.SlidingWindows(30, 20), window.SlidingWindows(60, 15, offset=5)):
+                      window.SlidingWindows(30, 20), window.SlidingWindows(60, 15, offset=5),
+                      window.SlidingWindows(Duration(micros=7_000_001), 3, offset=1)):
         assign = WindowAssigner(window_fn)
-        for _ in range(2000):
-            micros = rng.randrange(-10**11, 10**11)
+        # far apart (a stretch each, shifted from the first period's), then close together
+        near = rng.randrange(-10**11, 10**11)
+        for micros in [rng.randrange(-10**16, 10**16) for _ in range(1500)] + [
+                near + rng.randrange(10**8) for _ in range(500)]:
             context = window.WindowFn.AssignContext(Timestamp(micros=micros))
             expected = window_fn.assign(context)
             assert sorted(assign(micros)) == sorted(
                 (w.start.micros, w.end.micros) for w in expected), (window_fn, micros)
             assert sorted(assign.windows(micros)) == sorted(expected), (window_fn, micros)
+    with pytest.raises(TypeError, match="by period"):
+        WindowAssigner(window.Sessions(60))
 
 
 

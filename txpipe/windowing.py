@@ -7,7 +7,8 @@ arrived (``AfterCount(1)``: late elements that arrive together share a pane) unt
 lateness has passed; later data is dropped by the runner.
 
 The assignment is Beam's WindowInto with the spec's WindowFn (:class:`AssignWindows`), which
-asks a fixed or sliding WindowFn once per stretch of time instead of once per transaction.
+asks a fixed or sliding WindowFn once per phase of its period instead of once per
+transaction (:class:`WindowAssigner`).
 """
 
 from __future__ import annotations
@@ -106,51 +107,63 @@ class WindowSpec:
 
 
 class WindowAssigner:
-    """The windows a non-merging Beam WindowFn assigns to a timestamp, asked of the WindowFn
-    once per stretch of time over which its answer cannot change.
+    """The windows a fixed or sliding Beam WindowFn assigns to a timestamp, asked of the
+    WindowFn once per phase of its period instead of once per timestamp.
 
-    Fixed and sliding windows start and end on multiples of a grain (the gcd of size, period
-    and offset): every timestamp between two multiples gets the same windows, so the WindowFn's
-    own ``assign`` answers for the whole stretch.
+    Their windows start and end on multiples of a grain (the gcd of size, period and offset):
+    every timestamp between two multiples gets the same windows. And the pattern repeats
+    every period (a fixed window's size): a stretch a whole number of periods later gets the
+    same windows that much later. So the WindowFn's own ``assign`` is asked once for each
+    stretch of the first period, and every other stretch's windows are those, shifted — a
+    sparse input (a window per transaction) no longer asks it per transaction.
     """
 
     def __init__(self, window_fn: window.WindowFn):
+        if type(window_fn) not in (window.FixedWindows, window.SlidingWindows):
+            raise TypeError(f"a fixed or sliding WindowFn assigns by period, not {window_fn!r}")
         self.window_fn = window_fn
-        parts = [getattr(window_fn, name, None) for name in ("size", "period", "offset")]
-        micros = [p.micros for p in parts if p is not None]
-        self.grain = math.gcd(*micros) or 1
-        self.offset = window_fn.offset.micros if hasattr(window_fn, "offset") else 0
-        self.cache: dict[int, tuple[tuple, tuple[tuple[int, int], ...]]] = {}
+        period = getattr(window_fn, "period", window_fn.size).micros
+        self.grain = math.gcd(window_fn.size.micros, period, window_fn.offset.micros)
+        self.offset = window_fn.offset.micros
+        self._period, self._phases = period, period // self.grain
+        self._phase: dict[int, tuple[tuple[int, int], ...]] = {}
+        self.cache: dict[int, tuple] = {}  # stretch -> its Beam windows (the element-wise route)
         self.interned: dict = {}
 
     def __call__(self, micros: int) -> tuple[tuple[int, int], ...]:
         """(start, end) micros of every window ``micros`` falls in."""
-        return self._stretch(micros)[1]
+        turn, phase = divmod((micros - self.offset) // self.grain, self._phases)
+        bounds = self._phase.get(phase)
+        if bounds is None:
+            if len(self._phase) > 1 << 16:  # a period of very many grains (a 1 µs offset)
+                self._phase.clear()
+            moment = Timestamp(micros=phase * self.grain + self.offset)
+            bounds = self._phase[phase] = tuple(
+                (w.start.micros, w.end.micros)
+                for w in self.window_fn.assign(window.WindowFn.AssignContext(moment)))
+        shift = turn * self._period
+        return tuple((start + shift, end + shift) for start, end in bounds)
 
     def windows(self, micros: int) -> tuple:
         """The WindowFn's windows of ``micros``."""
-        return self._stretch(micros)[0]
-
-    def _stretch(self, micros: int) -> tuple[tuple, tuple[tuple[int, int], ...]]:
         stretch = (micros - self.offset) // self.grain
         found = self.cache.get(stretch)
         if found is None:
             if len(self.cache) > 1 << 16:
                 self.cache.clear()
                 self.interned.clear()
-            moment = Timestamp(micros=stretch * self.grain + self.offset)
             # one object per window, whichever stretch asked: a consumer's table keyed by
             # window then finds it by identity instead of comparing bounds (Python, in Beam)
-            wins = tuple(self.interned.setdefault(w, w)
-                         for w in self.window_fn.assign(window.WindowFn.AssignContext(moment)))
-            found = self.cache[stretch] = (
-                wins, tuple((w.start.micros, w.end.micros) for w in wins))
+            found = self.cache[stretch] = tuple(
+                self.interned.setdefault(w, w) for w in (
+                    window.IntervalWindow(Timestamp(micros=start), Timestamp(micros=end))
+                    for start, end in self(micros)))
         return found
 
 
 class AssignWindowsFn(beam.DoFn):
     """What Beam's WindowInto does to each element — the WindowFn assigns its windows from its
-    timestamp — but a fixed or sliding WindowFn is asked once per stretch of time
+    timestamp — but a fixed or sliding WindowFn is asked once per phase of its period
     (:class:`WindowAssigner`): its ``assign`` does Timestamp arithmetic in Python, several
     microseconds per element. Any other WindowFn is asked per element, as Beam does."""
 
