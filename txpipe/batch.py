@@ -50,6 +50,7 @@ from txpipe import metrics
 from txpipe.aggregate import (
     AggregateByDimension,
     MergeAccumulatorsFn,
+    PartialCoder,
     TransactionStatsFn,
     window_row,
 )
@@ -431,6 +432,16 @@ class MergeSessionsFn(beam.CombineFn):
         return [((w.start.micros, w.end.micros), acc) for w, acc in windows.items()]
 
 
+class MergePartsFn(MergeAccumulatorsFn):
+    """Window parts -> the window's stats; the accumulators cross the lifted combine's
+    shuffle as the element-wise route's do (:class:`~txpipe.aggregate.PartialCoder`), not as
+    a pickle per Decimal (a sparse input has a part, hence an accumulator, per
+    transaction)."""
+
+    def get_accumulator_coder(self):
+        return PartialCoder()
+
+
 class WindowRowFn(beam.DoFn):
     """((start, end[, dimension value]), stats) -> the window's row, in its window."""
 
@@ -500,7 +511,7 @@ class _Aggregate(beam.PTransform):
                      | "MergeSessions" >> beam.CombineGlobally(MergeSessionsFn(self.spec))
                      | "EachSession" >> beam.FlatMap(_extracted))
         else:
-            stats = accumulators | "Combine" >> beam.CombinePerKey(MergeAccumulatorsFn())
+            stats = accumulators | "Combine" >> beam.CombinePerKey(MergePartsFn())
         return stats | "FormatRows" >> beam.ParDo(WindowRowFn(self.breakdown))
 
 
