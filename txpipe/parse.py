@@ -7,8 +7,8 @@ from collections import Counter
 from datetime import datetime
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindows, TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 from apache_beam.utils.windowed_value import create as windowed
 
 from txpipe import metrics
@@ -37,13 +37,15 @@ def dead_letter(reason: Reason, message: str, raw: bytes | str) -> dict:
     }
 
 
-def stamped(row: dict) -> TimestampedValue:
+def stamped(row: dict) -> WindowedValue:
     """A dead letter has no event time; its time is when it was seen. (A replayed line has the
-    minimum timestamp, which a streaming sink's time-based windows cannot represent.)"""
-    return TimestampedValue(row, Timestamp(micros=to_micros(row["seen_at"])))
+    minimum timestamp, which a streaming sink's time-based windows cannot represent.) It stays
+    in the global window, where Parse takes messages, built as Beam would build it from a
+    TimestampedValue there — without asking GlobalWindows for the window per dead letter."""
+    return windowed(row, to_micros(row["seen_at"]), GLOBAL)
 
 
-def checked(raw) -> tuple[Transaction | None, Reason | None, TimestampedValue | None]:
+def checked(raw) -> tuple[Transaction | None, Reason | None, WindowedValue | None]:
     """One message -> ``(transaction, None, None)``, or ``(None, reason, dead letter)``, a bug
     included: nothing is lost. The batched route judges whole blocks (``contract.judge_all``,
     the same verdicts) and makes its dead letters with :func:`rejected`, as here."""
@@ -60,7 +62,7 @@ def payload(raw):
     return raw if isinstance(raw, (bytes, str)) else getattr(raw, "data", raw)
 
 
-def rejected(raw, exc: Exception) -> tuple[Reason, TimestampedValue]:
+def rejected(raw, exc: Exception) -> tuple[Reason, WindowedValue]:
     """The reason and dead letter of a message whose judging raised ``exc``: the contract's
     verdict, or — a bug here must not lose the message either — malformed_json saying so."""
     if isinstance(exc, ContractError):
