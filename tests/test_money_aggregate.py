@@ -3,6 +3,7 @@ and the per-dimension breakdown matches a recount per value."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict
 from datetime import timedelta
@@ -165,13 +166,16 @@ def test_a_partial_crosses_the_shuffle_exactly():
     from apache_beam.coders import registry
 
     from txpipe.aggregate import Partial
+    from txpipe.batch import MergePartsFn
 
-    coder = registry.get_coder(Partial)
-    for acc in ([3, Decimal("0.30"), Decimal("0.10"), Decimal("0.10")],
+    # the element-wise route's shuffle value, and the batched route's lifted accumulator
+    coders = (registry.get_coder(Partial), MergePartsFn().get_accumulator_coder())
+    for coder, acc in itertools.product(coders, (
+                [3, Decimal("0.30"), Decimal("0.10"), Decimal("0.10")],
                 [1, Decimal("1E+2"), Decimal("1E+2"), Decimal("1E+2")],
                 [2, Decimal("-0.00"), Decimal("-12345678901234567890123456789.012345678"),
                  Decimal("12345678901234567890123456789.012345678")],
-                [0, Decimal("0"), None, None]):
+                [0, Decimal("0"), None, None])):
         back = coder.decode(coder.encode(Partial(acc)))
         assert type(back) is Partial and back == acc
         assert [str(v) for v in back] == [str(v) for v in acc]  # the same digits, not only ==
