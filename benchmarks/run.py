@@ -118,6 +118,7 @@ def bench_replay(workdir: Path, sizes: list[int]) -> list[dict]:
                     f"{command}; python -m benchmarks.{script} FILE OUT"))
             if name.startswith("foreign") and transactions == sizes[0]:
                 rows += _other_windows(path, workdir, bases["plain_pandas"], command)
+                rows.append(_two_workers(path, workdir, ours, bases["plain_pandas"], command))
     return rows + _hard_inputs(workdir, command)
 
 
@@ -159,6 +160,22 @@ def _other_windows(path: Path, workdir: Path, base, command: str) -> list[dict]:
                                 f"{command.replace(' --window-size 30', '')} {' '.join(flags)}",
                                 memory=False))
     return rows
+
+
+def _two_workers(path: Path, workdir: Path, one, base, command: str) -> dict:
+    """The same replay on Beam's own way to a second core, two SDK worker processes (each
+    imports Beam; every chunk crosses gRPC to the runner and back): checked against the
+    one-process run, shown beside the plain script."""
+    ours = replay.txpipe_replay(path, workdir, replay.MULTI_PROCESS, name="txpipe-two")
+    if (ours.windows, ours.counts) != (one.windows, one.counts):
+        raise SystemExit(f"two SDK workers and one process disagree: {ours.counts} vs "
+                         f"{one.counts}")
+    lines = ours.counts.get("read", 0)
+    row = _replay_row(f"Replay {lines:,} lines, foreign, 30 s windows, two SDK worker "
+                      "processes (one per core)", ours, base, "plain pandas script", None,
+                      f"{command} {' '.join(replay.MULTI_PROCESS)}")
+    row["baseline"] += f" (one process: {one.measured.wall_seconds:.1f} s wall)"
+    return row
 
 
 def bench_startup(workdir: Path) -> list[dict]:
