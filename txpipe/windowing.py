@@ -106,6 +106,11 @@ class WindowSpec:
         return f"{shape} event-time windows, {late}{early}, {self.accumulation.value} panes"
 
 
+#: The WindowFns whose assignment repeats every period (exactly these: a subclass may assign
+#: otherwise), which :class:`WindowAssigner` takes.
+PERIODIC = (window.FixedWindows, window.SlidingWindows)
+
+
 class WindowAssigner:
     """The windows a fixed or sliding Beam WindowFn assigns to a timestamp, asked of the
     WindowFn once per phase of its period instead of once per timestamp.
@@ -119,7 +124,7 @@ class WindowAssigner:
     """
 
     def __init__(self, window_fn: window.WindowFn):
-        if type(window_fn) not in (window.FixedWindows, window.SlidingWindows):
+        if type(window_fn) not in PERIODIC:
             raise TypeError(f"a fixed or sliding WindowFn assigns by period, not {window_fn!r}")
         self.window_fn = window_fn
         period = getattr(window_fn, "period", window_fn.size).micros
@@ -172,8 +177,7 @@ class AssignWindowsFn(beam.DoFn):
 
     def setup(self):
         fn = self.windowing.windowfn
-        self._assigner = (WindowAssigner(fn)
-                          if type(fn) in (window.FixedWindows, window.SlidingWindows) else None)
+        self._assigner = WindowAssigner(fn) if type(fn) in PERIODIC else None
 
     def process(self, element, win=beam.DoFn.WindowParam,
                 windowed_value=beam.DoFn.WindowedValueParam):
